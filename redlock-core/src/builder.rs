@@ -1,0 +1,152 @@
+//! Building an engine: nodes, app name, defaults, connection.
+
+use std::time::Duration;
+
+use crate::engine::{Inner, Redlock};
+use crate::error::{Error, Result, Vote};
+use crate::node::{ConnectSettings, Node};
+use crate::options::{invalid, LockOptions};
+use crate::quorum::{self, fan_out, Until};
+use crate::resource;
+
+/// The app name in keys when none is given.
+pub const DEFAULT_APP: &str = "app";
+/// How long `build` waits for each node by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Configures and connects a [`Redlock`] engine.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redlock_core::{LockOptions, Redlock};
+/// # async fn demo() -> Result<(), redlock_core::Error> {
+/// let engine = Redlock::builder()
+///     .app("shop")
+///     .nodes(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"])
+///     .defaults(LockOptions::default().ttl(Duration::from_secs(10)))
+///     .build()
+///     .await?;
+/// # let _ = engine; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct RedlockBuilder {
+    app: String,
+    urls: Vec<String>,
+    defaults: LockOptions,
+    connect_timeout: Duration,
+    require_all_nodes: bool,
+}
+
+impl Default for RedlockBuilder {
+    fn default() -> Self {
+        RedlockBuilder {
+            app: DEFAULT_APP.to_owned(),
+            urls: Vec::new(),
+            defaults: LockOptions::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            require_all_nodes: true,
+        }
+    }
+}
+
+impl RedlockBuilder {
+    /// The application name: every key starts with `redlock_{app}:` (default `app`).
+    pub fn app(mut self, app: impl Into<String>) -> Self {
+        self.app = app.into();
+        self
+    }
+
+    /// The Redis nodes, as URLs (`redis://[user:password@]host:port[/db]`).
+    /// Use 1, 3 or 5 independent servers (not replicas of each other).
+    pub fn nodes<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.urls.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// Engine-wide lock options; each call's [`LockOptions`] override them field by field.
+    pub fn defaults(mut self, defaults: LockOptions) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// How long `build` waits for each node to connect (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether `build` fails when any node is unreachable (default `true`).
+    /// With `false` it needs only a quorum; the others are retried in the background.
+    pub fn require_all_nodes(mut self, require: bool) -> Self {
+        self.require_all_nodes = require;
+        self
+    }
+
+    /// Checks the configuration and connects to every node.
+    pub async fn build(self) -> Result<Redlock> {
+        resource::check_segment("app", &self.app)?;
+        self.defaults.resolve()?;
+        if self.urls.is_empty() {
+            return Err(invalid(
+                "nodes",
+                "no Redis node given; pass 1, 3 or 5 URLs such as \"redis://127.0.0.1:6379\""
+                    .to_owned(),
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(invalid(
+                "connect_timeout",
+                "it is zero; use a few seconds".to_owned(),
+            ));
+        }
+        let mut warnings = Vec::new();
+        if self.urls.len() % 2 == 0 {
+            warnings.push(format!(
+                "{} nodes: an even count tolerates no more failures than {} nodes and needs a larger quorum; \
+                 use an odd count",
+                self.urls.len(),
+                self.urls.len() - 1
+            ));
+        }
+        let settings = ConnectSettings {
+            connect_timeout: self.connect_timeout,
+        };
+        let nodes = self
+            .urls
+            .iter()
+            .map(|url| Node::new(url, &settings))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|(node, reason)| Error::InvalidNode { node, reason })?;
+
+        let votes = fan_out(
+            &nodes,
+            self.connect_timeout,
+            Until::All,
+            |node| async move { node.connect().await.map(|()| Vote::Granted) },
+        )
+        .await;
+        let quorum = quorum::majority(nodes.len());
+        let failures: Vec<(String, String)> = quorum::named(&nodes, votes)
+            .unreachable()
+            .map(|v| (v.node.clone(), v.vote.to_string()))
+            .collect();
+        let reachable = nodes.len() - failures.len();
+        if !failures.is_empty() && (self.require_all_nodes || reachable < quorum) {
+            for node in &nodes {
+                node.quit().await;
+            }
+            return Err(Error::Unreachable { failures });
+        }
+        Ok(Redlock::from_inner(Inner {
+            nodes,
+            quorum,
+            app: self.app,
+            defaults: self.defaults,
+            warnings,
+        }))
+    }
+}

@@ -1,0 +1,281 @@
+//! The engine: the Redlock algorithm over the configured nodes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::types::Key;
+use tokio::time::Instant;
+
+use crate::builder::RedlockBuilder;
+use crate::context::LockContext;
+use crate::error::{Error, Result, Vote};
+use crate::keepalive::{keep_alive, AbortOnDrop};
+use crate::lock::{Held, Lock};
+use crate::node::Node;
+use crate::options::{LockOptions, OnLoss, Settings};
+use crate::quorum::{self, fan_out, Until};
+use crate::{resource, value};
+
+/// Shared by an engine, its clones and every lock it hands out.
+pub(crate) struct Inner {
+    pub nodes: Vec<Node>,
+    pub quorum: usize,
+    pub app: String,
+    pub defaults: LockOptions,
+    pub warnings: Vec<String>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Close the connections of an engine nobody uses any more.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for node in std::mem::take(&mut self.nodes) {
+            runtime.spawn(async move { node.quit().await });
+        }
+    }
+}
+
+/// A distributed lock engine over N independent Redis nodes. Cheap to clone.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redlock_core::{LockOptions, Redlock};
+///
+/// # async fn demo() -> Result<(), redlock_core::Error> {
+/// let engine = Redlock::builder()
+///     .app("shop")
+///     .nodes(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])
+///     .build()
+///     .await?;
+/// let total = engine.lock("cart-42", |_ctx| async { 1 + 1 }).await?;
+/// let opts = LockOptions::default().ttl(Duration::from_secs(5)).wait(Duration::from_secs(2));
+/// let lock = engine.acquire(&["a", "b"], opts).await?;
+/// lock.extend(Duration::from_secs(5)).await?;
+/// lock.release().await?;
+/// # let _ = total; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Redlock {
+    inner: Arc<Inner>,
+}
+
+impl Redlock {
+    /// Starts configuring an engine.
+    pub fn builder() -> RedlockBuilder {
+        RedlockBuilder::default()
+    }
+
+    pub(crate) fn from_inner(inner: Inner) -> Redlock {
+        Redlock {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Runs `f` while holding `resource`, with the engine's default options.
+    ///
+    /// The lock is extended in the background while `f` runs, and released
+    /// when `f` ends, returns an error value, or panics. If the lock is lost
+    /// meanwhile, `f`'s future is dropped and [`Error::LockLost`] returned
+    /// (unless [`OnLoss::Continue`] is set).
+    pub async fn lock<F, Fut, T>(&self, resource: &str, f: F) -> Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.lock_with(resource, LockOptions::default(), f).await
+    }
+
+    /// [`lock`](Redlock::lock) with per-call options.
+    pub async fn lock_with<F, Fut, T>(
+        &self,
+        resource: &str,
+        options: LockOptions,
+        f: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let lock = self.acquire(&[resource], options).await?;
+        run_locked(lock, f).await
+    }
+
+    /// Acquires all `resources` at once (all or nothing) and returns the guard.
+    pub async fn acquire(&self, resources: &[&str], options: LockOptions) -> Result<Lock> {
+        let settings = options.or(&self.inner.defaults).resolve()?;
+        let prefix = resource::key_prefix(&self.inner.app, &settings.instance);
+        let keys = resource::keys(&prefix, resources)?
+            .into_iter()
+            .map(Key::from)
+            .collect();
+        let resources = resources.iter().map(|r| (*r).to_owned()).collect();
+        acquire(&self.inner, resources, keys, settings).await
+    }
+
+    /// The Redis key of `resource` under `instance` (default `~`): `redlock_{app}:{instance}:{resource}`.
+    pub fn key(&self, resource: &str, instance: Option<&str>) -> Result<String> {
+        let instance = instance.unwrap_or(crate::options::DEFAULT_INSTANCE);
+        resource::check_segment("instance", instance)?;
+        let prefix = resource::key_prefix(&self.inner.app, instance);
+        Ok(resource::keys(&prefix, &[resource])?.remove(0))
+    }
+
+    /// How many nodes must agree: N/2 + 1.
+    pub fn quorum(&self) -> usize {
+        self.inner.quorum
+    }
+
+    /// The nodes, as configured (passwords masked).
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.inner.nodes.iter().map(|n| n.name.as_str())
+    }
+
+    /// The application name in every key.
+    pub fn app(&self) -> &str {
+        &self.inner.app
+    }
+
+    /// Configuration warnings found when the engine was built (e.g. an even node count).
+    pub fn warnings(&self) -> &[String] {
+        &self.inner.warnings
+    }
+}
+
+/// The Redlock acquisition loop: attempts until a quorum grants a lock with
+/// positive validity, the wait bound passes, or the nodes stay unreachable.
+async fn acquire(
+    engine: &Arc<Inner>,
+    resources: Vec<String>,
+    keys: Vec<Key>,
+    settings: Settings,
+) -> Result<Lock> {
+    let nodes = &engine.nodes;
+    let started = Instant::now();
+    let give_up_at = settings.wait.and_then(|wait| started.checked_add(wait));
+    let mut unreachable_since: Option<Instant> = None;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let attempt_start = Instant::now();
+        let value = value::fresh();
+        let ttl_ms = settings.lease.ttl_ms;
+        let votes = fan_out(
+            nodes,
+            settings.node_timeout,
+            Until::Decided {
+                quorum: engine.quorum,
+            },
+            |node| {
+                let (keys, value) = (&keys, &value);
+                async move {
+                    node.acquire(keys, value, ttl_ms).await.map(|granted| {
+                        if granted {
+                            Vote::Granted
+                        } else {
+                            Vote::Held
+                        }
+                    })
+                }
+            },
+        )
+        .await;
+        let tally = quorum::tally(&votes);
+        // Validity counts from the start of this attempt, on the monotonic clock.
+        // A quorum that answered too late for any validity is not a lock.
+        let valid = settings.lease.validity(attempt_start.elapsed()).is_some();
+        if tally.granted >= engine.quorum && valid {
+            let deadline = attempt_start + settings.lease.ttl - settings.lease.drift;
+            let held = Held::new(engine.clone(), resources, keys, value, settings, deadline);
+            return Ok(Lock::new(held));
+        }
+        // A failed attempt leaves nothing behind: every node that may hold our
+        // value (granted, failed, timed out, not awaited) is told to drop it.
+        if votes.iter().any(|v| *v != Vote::Held) {
+            release_attempt(nodes, &keys, &value, settings.node_timeout).await;
+        }
+
+        let now = Instant::now();
+        let reachable = tally.answered >= engine.quorum;
+        if reachable {
+            unreachable_since = None;
+        }
+        let unreachable_for = now - *unreachable_since.get_or_insert(attempt_start);
+        let out_of_time = give_up_at.is_some_and(|at| now >= at);
+        let unreachable_too_long =
+            !reachable && give_up_at.is_none() && unreachable_for >= settings.lease.ttl;
+        if out_of_time || unreachable_too_long {
+            let votes = quorum::named(nodes, votes);
+            return Err(if reachable {
+                Error::NotAcquired {
+                    resources,
+                    waited: now - started,
+                    attempts,
+                    votes,
+                }
+            } else {
+                Error::QuorumUnreachable {
+                    resources,
+                    quorum: engine.quorum,
+                    nodes: nodes.len(),
+                    answered: tally.answered,
+                    votes,
+                }
+            });
+        }
+        let mut retry_at = now + retry_pause(&settings);
+        if let Some(at) = give_up_at {
+            retry_at = retry_at.min(at);
+        }
+        tokio::time::sleep_until(retry_at).await;
+    }
+}
+
+/// Best-effort release of one failed attempt's value on every node.
+async fn release_attempt(
+    nodes: &[Node],
+    keys: &[Key],
+    value: &fred::types::Value,
+    timeout: Duration,
+) {
+    fan_out(nodes, timeout, Until::All, |node| async move {
+        node.release(keys, value).await.map(|_| Vote::Granted)
+    })
+    .await;
+}
+
+/// The retry delay, plus or minus up to the jitter.
+fn retry_pause(settings: &Settings) -> Duration {
+    let jitter = u64::try_from(settings.retry_jitter.as_nanos()).unwrap_or(u64::MAX / 4);
+    let offset = value::jitter_nanos(jitter);
+    (settings.retry_delay + Duration::from_nanos(offset)).saturating_sub(settings.retry_jitter)
+}
+
+/// Runs `f` under `lock`, extending it in the background, then releases it.
+async fn run_locked<F, Fut, T>(lock: Lock, f: F) -> Result<T>
+where
+    F: FnOnce(LockContext) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let held = lock.held().clone();
+    let _keep_alive = AbortOnDrop(tokio::spawn(keep_alive(held.clone())));
+    let work = f(lock.context());
+    let outcome = match held.settings.on_loss {
+        OnLoss::Abort => {
+            tokio::select! {
+                biased;
+                value = work => Ok(value),
+                () = held.lost() => Err(Error::LockLost {
+                    resources: held.resources.clone(),
+                    reason: "its validity ran out before an extension succeeded".to_owned(),
+                }),
+            }
+        }
+        OnLoss::Continue => Ok(work.await),
+    };
+    // A failed release is not the caller's loss: the keys expire at their TTL.
+    let _ = lock.release().await;
+    outcome
+}

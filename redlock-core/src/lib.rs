@@ -1,0 +1,52 @@
+//! The quorum lock engine of redlock: the Redlock algorithm over N
+//! independent Redis nodes, with automatic extension while the locked
+//! function runs.
+//!
+//! ```no_run
+//! use redlock_core::{Redlock, LockOptions};
+//! use std::time::Duration;
+//!
+//! # async fn demo() -> Result<(), redlock_core::Error> {
+//! let engine = Redlock::builder()
+//!     .app("myapp")
+//!     .nodes(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])
+//!     .build()
+//!     .await?;
+//! let n = engine.lock("name", |_ctx| async move { 1 }).await?;
+//! let r = engine
+//!     .lock_with("name", LockOptions::default().ttl(Duration::from_secs(5)), |ctx| async move {
+//!         ctx.validity()
+//!     })
+//!     .await?;
+//! # let _ = (n, r); Ok(()) }
+//! ```
+//!
+//! Guarantees and their limits are in the README: safety rests on bounded
+//! clock drift and on nodes keeping their keys; a process pause can outlive
+//! any lease.
+
+#![warn(missing_docs)]
+
+mod builder;
+mod context;
+mod engine;
+mod error;
+mod keepalive;
+mod lock;
+mod node;
+mod options;
+mod quorum;
+mod resource;
+mod scripts;
+mod value;
+
+pub use builder::{RedlockBuilder, DEFAULT_APP, DEFAULT_CONNECT_TIMEOUT};
+pub use context::LockContext;
+pub use engine::Redlock;
+pub use error::{Error, NodeVote, Result, Vote, Votes};
+pub use lock::Lock;
+pub use options::{
+    LockOptions, OnLoss, DEFAULT_DRIFT_FACTOR, DEFAULT_INSTANCE, DEFAULT_RETRY_DELAY,
+    DEFAULT_RETRY_JITTER, DEFAULT_TTL, MAX_TTL,
+};
+pub use resource::{check_resource, MAX_RESOURCE_LEN};

@@ -1,0 +1,259 @@
+//! A held lock: its validity, extension, release, and the guard users hold.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::types::{Key, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::context::LockContext;
+use crate::engine::Inner;
+use crate::error::{Error, Result, Vote};
+use crate::options::Settings;
+use crate::quorum::{self, fan_out, Until};
+
+/// The state of one held lock, shared by its guard, its contexts and its keep-alive task.
+pub(crate) struct Held {
+    pub engine: Arc<Inner>,
+    pub resources: Vec<String>,
+    pub keys: Vec<Key>,
+    pub value: Value,
+    pub settings: Settings,
+    /// End of validity: after it, the lock may be someone else's.
+    deadline: Mutex<Instant>,
+    lost: watch::Sender<bool>,
+    released: AtomicBool,
+}
+
+impl Held {
+    pub fn new(
+        engine: Arc<Inner>,
+        resources: Vec<String>,
+        keys: Vec<Key>,
+        value: Value,
+        settings: Settings,
+        deadline: Instant,
+    ) -> Held {
+        Held {
+            engine,
+            resources,
+            keys,
+            value,
+            settings,
+            deadline: Mutex::new(deadline),
+            lost: watch::Sender::new(false),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn validity(&self) -> Duration {
+        self.deadline().saturating_duration_since(Instant::now())
+    }
+
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow() || Instant::now() >= self.deadline()
+    }
+
+    fn mark_lost(&self) {
+        self.lost.send_replace(true);
+    }
+
+    /// Completes when the lock is lost: marked lost, or its validity ran out.
+    pub async fn lost(&self) {
+        let mut flag = self.lost.subscribe();
+        loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                _ = flag.wait_for(|lost| *lost) => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    // The deadline may have moved while we slept.
+                    if Instant::now() >= self.deadline() {
+                        self.mark_lost();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn lost_error(&self, reason: impl Into<String>) -> Error {
+        self.mark_lost();
+        Error::LockLost {
+            resources: self.resources.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Extends the lease to `ttl` from now on a quorum, within the remaining validity.
+    pub async fn extend(&self, ttl: Duration) -> Result<Duration> {
+        let lease = self.settings.lease(ttl)?;
+        if self.released.load(Ordering::Acquire) {
+            return Err(self.lost_error("it was released"));
+        }
+        let start = Instant::now();
+        let old_deadline = self.deadline();
+        if *self.lost.borrow() || start >= old_deadline {
+            return Err(self.lost_error("its validity ran out before the extension"));
+        }
+        let nodes = &self.engine.nodes;
+        let timeout = self.settings.node_timeout.min(old_deadline - start);
+        let votes = fan_out(
+            nodes,
+            timeout,
+            Until::Decided {
+                quorum: self.engine.quorum,
+            },
+            |node| async move {
+                node.extend(&self.keys, &self.value, lease.ttl_ms)
+                    .await
+                    .map(|extended| if extended { Vote::Granted } else { Vote::Gone })
+            },
+        )
+        .await;
+        let tally = quorum::tally(&votes);
+        if Instant::now() >= old_deadline {
+            return Err(self.lost_error("the extension was answered after the validity ran out"));
+        }
+        if tally.granted >= self.engine.quorum {
+            let validity = lease.validity(start.elapsed()).unwrap_or_default();
+            *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+                start + lease.ttl - lease.drift;
+            return Ok(validity);
+        }
+        if tally.gone > nodes.len() - self.engine.quorum {
+            let votes = quorum::named(nodes, votes);
+            return Err(self.lost_error(format!("a majority no longer holds it ({votes})")));
+        }
+        Err(Error::NotExtended {
+            resources: self.resources.clone(),
+            validity: self.validity(),
+            votes: quorum::named(nodes, votes),
+        })
+    }
+
+    /// Deletes our keys on every node (never a foreign value). Idempotent.
+    pub async fn release(&self) -> Result<()> {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let nodes = &self.engine.nodes;
+        let votes = fan_out(
+            nodes,
+            self.settings.node_timeout,
+            Until::All,
+            |node| async move {
+                node.release(&self.keys, &self.value).await.map(|deleted| {
+                    if deleted > 0 {
+                        Vote::Granted
+                    } else {
+                        Vote::Gone
+                    }
+                })
+            },
+        )
+        .await;
+        let tally = quorum::tally(&votes);
+        if tally.answered >= self.engine.quorum {
+            return Ok(());
+        }
+        Err(Error::QuorumUnreachable {
+            resources: self.resources.clone(),
+            quorum: self.engine.quorum,
+            nodes: nodes.len(),
+            answered: tally.answered,
+            votes: quorum::named(nodes, votes),
+        })
+    }
+}
+
+/// A held lock, from [`Redlock::acquire`](crate::Redlock::acquire).
+///
+/// The guard does not extend itself: call [`extend`](Lock::extend) before
+/// [`validity`](Lock::validity) runs out, or use [`Redlock::lock`](crate::Redlock::lock),
+/// which does. Dropping an unreleased guard releases it in the background.
+pub struct Lock {
+    held: Arc<Held>,
+}
+
+impl Lock {
+    pub(crate) fn new(held: Held) -> Lock {
+        Lock {
+            held: Arc::new(held),
+        }
+    }
+
+    pub(crate) fn held(&self) -> &Arc<Held> {
+        &self.held
+    }
+
+    /// The resources this lock holds.
+    pub fn resources(&self) -> &[String] {
+        &self.held.resources
+    }
+
+    /// Time left before the lock may expire on the nodes (zero once lost).
+    pub fn validity(&self) -> Duration {
+        self.held.validity()
+    }
+
+    /// True once the validity has run out or an extension found the lock gone.
+    pub fn is_lost(&self) -> bool {
+        self.held.is_lost()
+    }
+
+    /// A context for code that runs under this lock.
+    pub fn context(&self) -> LockContext {
+        LockContext::new(self.held.clone())
+    }
+
+    /// Extends the lock to `ttl` from now, on a quorum, before its validity runs out.
+    ///
+    /// Returns the new validity; [`Error::LockLost`] when the lock is gone (and
+    /// stays gone); [`Error::NotExtended`] when too few nodes answered but the
+    /// lock is still valid, so a retry may succeed.
+    pub async fn extend(&self, ttl: Duration) -> Result<Duration> {
+        self.held.extend(ttl).await
+    }
+
+    /// Releases the lock on every node, bounded by the per-node timeout.
+    ///
+    /// An error means fewer than a quorum of nodes confirmed; the keys then
+    /// expire at their TTL on the nodes that did not answer.
+    pub async fn release(self) -> Result<()> {
+        self.held.release().await
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if self.held.released.load(Ordering::Acquire) {
+            return;
+        }
+        // Outside a runtime the keys expire at their TTL.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let held = self.held.clone();
+            runtime.spawn(async move {
+                let _ = held.release().await;
+            });
+        }
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The full value would let a reader of the logs release the lock.
+        let value = self.held.value.as_str().unwrap_or_default();
+        f.debug_struct("Lock")
+            .field("resources", &self.held.resources)
+            .field("value", &format_args!("{}…", &value[..value.len().min(6)]))
+            .field("validity", &self.validity())
+            .finish()
+    }
+}

@@ -1,0 +1,195 @@
+//! One lock node: an independent Redis server reached through its own fred client.
+//!
+//! A node knows three atomic operations on a set of keys (acquire, extend,
+//! release); the quorum logic above it never sees Redis commands.
+
+use std::time::Duration;
+
+use fred::clients::Client;
+use fred::error::Error as FredError;
+use fred::interfaces::{ClientLike, LuaInterface};
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::scripts::Script;
+use fred::types::{Builder, Key, Value};
+
+use crate::scripts;
+
+/// What a node said to one operation, before timeouts are applied.
+pub(crate) type NodeResult<T> = Result<T, String>;
+
+/// A lock node.
+pub(crate) struct Node {
+    /// The URL as configured, with any password masked: safe to show in errors.
+    pub name: String,
+    client: Client,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    acquire: Script,
+    extend: Script,
+    release: Script,
+}
+
+/// Connection settings shared by all nodes of an engine.
+pub(crate) struct ConnectSettings {
+    pub connect_timeout: Duration,
+}
+
+impl Node {
+    /// Parses `url` and builds a client for it, without connecting.
+    pub fn new(url: &str, settings: &ConnectSettings) -> Result<Node, (String, String)> {
+        let name = mask_password(url);
+        let config = Config::from_url(url).map_err(|e| {
+            (
+                name.clone(),
+                format!(
+                    "{}; write it as redis://[user:password@]host:port[/db] or rediss://... for TLS",
+                    e.details()
+                ),
+            )
+        })?;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = settings.connect_timeout;
+                c.internal_command_timeout = settings.connect_timeout;
+                // A lock command is either answered quickly or voted as failed;
+                // resending it after a reconnect only delays the verdict.
+                c.max_command_attempts = 1;
+            })
+            // Keep reconnecting forever, at most once a second, so a restarted node rejoins.
+            .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2))
+            .build()
+            .map_err(|e| (name.clone(), e.details().to_owned()))?;
+        Ok(Node {
+            name,
+            client,
+            scripts: Scripts {
+                acquire: Script::from_lua(scripts::ACQUIRE),
+                extend: Script::from_lua(scripts::EXTEND),
+                release: Script::from_lua(scripts::RELEASE),
+            },
+        })
+    }
+
+    /// Connects, and loads the scripts so the first lock does not pay for it.
+    pub async fn connect(&self) -> NodeResult<()> {
+        self.client.init().await.map_err(describe)?;
+        for script in [
+            &self.scripts.acquire,
+            &self.scripts.extend,
+            &self.scripts.release,
+        ] {
+            script.load(&self.client).await.map_err(describe)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the connection (best effort).
+    pub async fn quit(&self) {
+        let _ = self.client.quit().await;
+    }
+
+    /// Takes all `keys` for `value` for `ttl_ms`: true when granted, false when held by another.
+    pub async fn acquire(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
+        let args = vec![value.clone(), ttl_arg(ttl_ms)];
+        self.run(&self.scripts.acquire, keys, args)
+            .await
+            .map(|n| n == 1)
+    }
+
+    /// Resets the TTL of all `keys` if they all hold `value`: false when any is gone.
+    pub async fn extend(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
+        let args = vec![value.clone(), ttl_arg(ttl_ms)];
+        self.run(&self.scripts.extend, keys, args)
+            .await
+            .map(|n| n == 1)
+    }
+
+    /// Deletes the `keys` that hold `value`; returns how many did.
+    pub async fn release(&self, keys: &[Key], value: &Value) -> NodeResult<u64> {
+        self.run(&self.scripts.release, keys, vec![value.clone()])
+            .await
+            .map(|n| n.max(0) as u64)
+    }
+
+    async fn run(&self, script: &Script, keys: &[Key], args: Vec<Value>) -> NodeResult<i64> {
+        // A node that is reconnecting cannot answer in time; say so instead of queueing.
+        if !self.client.is_connected() {
+            return Err("not connected (reconnecting)".to_owned());
+        }
+        let keys = keys.to_vec();
+        match self
+            .client
+            .evalsha::<i64, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
+            .await
+        {
+            // A restarted node has an empty script cache.
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                script.load(&self.client).await.map_err(describe)?;
+                self.client
+                    .evalsha(script.sha1().clone(), keys, args)
+                    .await
+                    .map_err(describe)
+            }
+            result => result.map_err(describe),
+        }
+    }
+}
+
+fn ttl_arg(ttl_ms: u64) -> Value {
+    Value::Integer(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+}
+
+/// A node error as the user should read it, with a hint for the known traps.
+fn describe(e: FredError) -> String {
+    let details = e.details();
+    if details.contains("WRONGTYPE") {
+        format!(
+            "{details} (a lock key collides with application data of another type: \
+             choose another `app` name or resource)"
+        )
+    } else if details.contains("CROSSSLOT") {
+        format!(
+            "{details} (a multi-resource lock on Redis Cluster needs all keys in one hash slot)"
+        )
+    } else {
+        format!("{:?}: {details}", e.kind())
+    }
+}
+
+/// `redis://user:secret@host` -> `redis://user:***@host`.
+pub(crate) fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let Some(at) = url[scheme_end..].rfind('@').map(|i| i + scheme_end) else {
+        return url.to_owned();
+    };
+    let userinfo = &url[scheme_end..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &userinfo[..colon],
+            &url[at..]
+        ),
+        None if !userinfo.is_empty() => format!("{}***{}", &url[..scheme_end], &url[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_password;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(mask_password("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(mask_password("rediss://secret@h:1"), "rediss://***@h:1");
+    }
+}

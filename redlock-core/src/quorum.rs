@@ -1,0 +1,140 @@
+//! Sending one operation to every node in parallel and counting the votes.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use crate::error::{NodeVote, Vote, Votes};
+use crate::node::{Node, NodeResult};
+
+/// The majority of `nodes`: N/2 + 1.
+pub(crate) fn majority(nodes: usize) -> usize {
+    nodes / 2 + 1
+}
+
+/// When to stop waiting for the remaining nodes.
+#[derive(Clone, Copy)]
+pub(crate) enum Until {
+    /// As soon as `quorum` nodes granted, or so many refused that it cannot happen.
+    Decided { quorum: usize },
+    /// Every node answered or timed out (release: every node must be asked).
+    All,
+}
+
+/// Runs `op` on every node at once, each bounded by `timeout`; votes are in node order.
+pub(crate) async fn fan_out<'a, F, Fut>(
+    nodes: &'a [Node],
+    timeout: Duration,
+    until: Until,
+    op: F,
+) -> Vec<Vote>
+where
+    F: Fn(&'a Node) -> Fut,
+    Fut: Future<Output = NodeResult<Vote>> + 'a,
+{
+    let mut pending: Vec<Pin<Box<_>>> = nodes
+        .iter()
+        .map(|node| {
+            let call = op(node);
+            Box::pin(async move {
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(vote)) => vote,
+                    Ok(Err(reason)) => Vote::Failed(reason),
+                    Err(_) => Vote::TimedOut(timeout),
+                }
+            })
+        })
+        .collect();
+    let mut votes: Vec<Option<Vote>> = vec![None; nodes.len()];
+    poll_fn(|cx| {
+        for (slot, call) in votes.iter_mut().zip(pending.iter_mut()) {
+            if slot.is_none() {
+                if let Poll::Ready(vote) = call.as_mut().poll(cx) {
+                    *slot = Some(vote);
+                }
+            }
+        }
+        if votes.iter().all(Option::is_some) || decided(&votes, until) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    votes
+        .into_iter()
+        .map(|v| v.unwrap_or(Vote::Unanswered))
+        .collect()
+}
+
+fn decided(votes: &[Option<Vote>], until: Until) -> bool {
+    let Until::Decided { quorum } = until else {
+        return false;
+    };
+    let granted = votes
+        .iter()
+        .filter(|v| matches!(v, Some(Vote::Granted)))
+        .count();
+    let refused = votes
+        .iter()
+        .filter(|v| matches!(v, Some(vote) if *vote != Vote::Granted))
+        .count();
+    granted >= quorum || refused > votes.len() - quorum
+}
+
+/// Counts of one round of votes.
+pub(crate) struct Tally {
+    pub granted: usize,
+    /// Nodes that gave any answer (yes or no); the rest failed, timed out or were not awaited.
+    pub answered: usize,
+    /// Nodes that said our value is gone.
+    pub gone: usize,
+}
+
+pub(crate) fn tally(votes: &[Vote]) -> Tally {
+    Tally {
+        granted: votes.iter().filter(|v| **v == Vote::Granted).count(),
+        answered: votes.iter().filter(|v| v.is_answer()).count(),
+        gone: votes.iter().filter(|v| **v == Vote::Gone).count(),
+    }
+}
+
+/// Pairs votes with node names, for an error message.
+pub(crate) fn named(nodes: &[Node], votes: Vec<Vote>) -> Votes {
+    Votes(
+        nodes
+            .iter()
+            .zip(votes)
+            .map(|(node, vote)| NodeVote {
+                node: node.name.clone(),
+                vote,
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_of_n() {
+        assert_eq!(majority(1), 1);
+        assert_eq!(majority(2), 2);
+        assert_eq!(majority(3), 2);
+        assert_eq!(majority(5), 3);
+    }
+
+    #[test]
+    fn decided_as_soon_as_quorum_is_known() {
+        let q = Until::Decided { quorum: 2 };
+        let g = Some(Vote::Granted);
+        let h = Some(Vote::Held);
+        assert!(!decided(&[g.clone(), None, None], q));
+        assert!(decided(&[g.clone(), g.clone(), None], q));
+        assert!(!decided(&[h.clone(), None, None], q));
+        assert!(decided(&[h.clone(), None, h.clone()], q));
+        assert!(!decided(&[g, None, None], Until::All));
+    }
+}

@@ -1,0 +1,134 @@
+//! Resource names and the Redis keys they become.
+//!
+//! A key is `redlock_{app}:{instance}:{resource}`, as in VonaJS. `app` and
+//! `instance` may not contain `:`, so the resource is everything after the
+//! third colon and no two (app, instance, resource) triples share a key.
+
+use crate::error::{Error, Result};
+
+/// The longest resource name accepted, in bytes.
+pub const MAX_RESOURCE_LEN: usize = 512;
+
+/// The longest app or instance name accepted, in bytes.
+const MAX_SEGMENT_LEN: usize = 128;
+
+/// Checks one resource name: non-empty, at most [`MAX_RESOURCE_LEN`] bytes, no control characters.
+pub fn check_resource(resource: &str) -> Result<()> {
+    let reason = if resource.is_empty() {
+        "it is empty; name the thing being locked, e.g. \"user-42\"".to_owned()
+    } else if resource.len() > MAX_RESOURCE_LEN {
+        format!(
+            "it is {} bytes long, over the limit of {MAX_RESOURCE_LEN}; lock a shorter name, e.g. an id or a hash",
+            resource.len()
+        )
+    } else if let Some(c) = resource.chars().find(|c| c.is_control()) {
+        format!("it contains the control character {c:?}; use printable characters only")
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidResource {
+        resource: shorten(resource),
+        reason,
+    })
+}
+
+/// Checks an `app` or `instance` key segment.
+pub(crate) fn check_segment(option: &'static str, value: &str) -> Result<()> {
+    let reason = if value.is_empty() {
+        "it is empty".to_owned()
+    } else if value.len() > MAX_SEGMENT_LEN {
+        format!("it is over {MAX_SEGMENT_LEN} bytes long")
+    } else if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || *c == ':')
+    {
+        format!("it contains {c:?}; use letters, digits, '-', '_' or '.'")
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidOptions { option, reason })
+}
+
+/// `redlock_{app}:{instance}:`, the part of the key shared by all resources of an instance.
+pub(crate) fn key_prefix(app: &str, instance: &str) -> String {
+    format!("redlock_{app}:{instance}:")
+}
+
+/// Checks the resources of one lock and turns them into keys.
+pub(crate) fn keys(prefix: &str, resources: &[&str]) -> Result<Vec<String>> {
+    if resources.is_empty() {
+        return Err(Error::InvalidResource {
+            resource: String::new(),
+            reason: "no resource given; pass at least one".to_owned(),
+        });
+    }
+    let mut keys = Vec::with_capacity(resources.len());
+    for (i, resource) in resources.iter().enumerate() {
+        check_resource(resource)?;
+        if resources[..i].contains(resource) {
+            return Err(Error::InvalidResource {
+                resource: shorten(resource),
+                reason: "it is given twice in one lock; pass each resource once".to_owned(),
+            });
+        }
+        let mut key = String::with_capacity(prefix.len() + resource.len());
+        key.push_str(prefix);
+        key.push_str(resource);
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// A resource for display in an error: at most 64 characters.
+fn shorten(resource: &str) -> String {
+    const SHOWN: usize = 64;
+    match resource.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &resource[..cut]),
+        None => resource.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_vonajs_layout() {
+        let prefix = key_prefix("shop", "~");
+        assert_eq!(
+            keys(&prefix, &["demo-student.user-1"]).unwrap(),
+            ["redlock_shop:~:demo-student.user-1"]
+        );
+    }
+
+    #[test]
+    fn bad_resources_are_rejected() {
+        let long = "x".repeat(MAX_RESOURCE_LEN + 1);
+        for bad in ["", "a\nb", "tab\there", "\u{7f}", long.as_str()] {
+            assert!(
+                matches!(check_resource(bad), Err(Error::InvalidResource { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(check_resource(&"x".repeat(MAX_RESOURCE_LEN)).is_ok());
+        assert!(check_resource("ünïcode {braces}: fine").is_ok());
+    }
+
+    #[test]
+    fn duplicates_and_empty_lists_are_rejected() {
+        assert!(keys("p:", &[]).is_err());
+        assert!(keys("p:", &["a", "b", "a"]).is_err());
+    }
+
+    #[test]
+    fn segments_reject_colons() {
+        assert!(check_segment("instance", "a:b").is_err());
+        assert!(check_segment("instance", "tenant-7").is_ok());
+    }
+
+    #[test]
+    fn long_names_are_shortened_for_display() {
+        let err = check_resource(&"é".repeat(1000)).unwrap_err().to_string();
+        assert!(err.len() < 400, "{err}");
+    }
+}
