@@ -62,6 +62,16 @@ pub struct Redlock {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Redlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redlock")
+            .field("app", &self.inner.app)
+            .field("nodes", &self.nodes().collect::<Vec<_>>())
+            .field("quorum", &self.inner.quorum)
+            .finish()
+    }
+}
+
 impl Redlock {
     /// Starts configuring an engine.
     pub fn builder() -> RedlockBuilder {
@@ -198,7 +208,8 @@ async fn acquire(
         }
 
         let now = Instant::now();
-        let reachable = tally.answered >= engine.quorum;
+        // Contention, unless so many nodes failed that no quorum was possible.
+        let reachable = tally.failed <= nodes.len() - engine.quorum;
         if reachable {
             unreachable_since = None;
         }

@@ -90,6 +90,8 @@ pub(crate) struct Tally {
     pub answered: usize,
     /// Nodes that said our value is gone.
     pub gone: usize,
+    /// Nodes that failed or timed out.
+    pub failed: usize,
 }
 
 pub(crate) fn tally(votes: &[Vote]) -> Tally {
@@ -97,6 +99,10 @@ pub(crate) fn tally(votes: &[Vote]) -> Tally {
         granted: votes.iter().filter(|v| **v == Vote::Granted).count(),
         answered: votes.iter().filter(|v| v.is_answer()).count(),
         gone: votes.iter().filter(|v| **v == Vote::Gone).count(),
+        failed: votes
+            .iter()
+            .filter(|v| matches!(v, Vote::Failed(_) | Vote::TimedOut(_)))
+            .count(),
     }
 }
 

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The one test command: installs what a fresh machine lacks, then runs the
+# format and lint checks and every test of the workspace against real
+# redis-server processes, which the tests start and stop themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "== redis-server is missing: installing Debian's package"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
+
+# Every server the harness starts leaves its pid here until it is stopped;
+# whatever a killed test left behind is stopped on the way out.
+REDLOCK_TEST_PIDS=$(mktemp -d)
+export REDLOCK_TEST_PIDS
+stop_leftovers() {
+    for file in "$REDLOCK_TEST_PIDS"/*; do
+        [ -e "$file" ] || continue
+        pid=$(basename "$file")
+        if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q redis-server; then
+            kill -CONT "$pid" 2>/dev/null || true
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$REDLOCK_TEST_PIDS"
+}
+trap stop_leftovers EXIT
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo test --workspace --doc
+    cargo nextest run --workspace --profile ci
+else
+    cargo test --workspace
+fi

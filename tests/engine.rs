@@ -1,0 +1,513 @@
+//! The engine against real redis-server processes: acquire, release,
+//! extension, loss, contention and bad input.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::*;
+use redlock::{Error, LockOptions, OnLoss, Redlock, Vote};
+use support::{quick, Nodes};
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_runs_the_function_and_releases_on_1_3_and_5_nodes() {
+    for n in [1, 3, 5] {
+        let nodes = Nodes::start(n);
+        let engine = nodes.engine("t", quick()).await;
+        assert_eq!(engine.quorum(), n / 2 + 1);
+        assert!(engine.warnings().is_empty());
+        let key = engine.key("name", None).unwrap();
+        assert_eq!(key, "redlock_t:~:name");
+
+        let (nodes, key_ref) = (&nodes, &key);
+        let held_on = engine
+            .lock("name", |ctx| async move {
+                assert!(!ctx.is_lost());
+                assert!(
+                    ctx.validity() > Duration::from_secs(25),
+                    "{:?}",
+                    ctx.validity()
+                );
+                assert_eq!(ctx.keys().collect::<Vec<_>>(), ["redlock_t:~:name"]);
+                nodes.values(key_ref).await
+            })
+            .await
+            .unwrap();
+        assert!(
+            held_on.iter().all(Option::is_some),
+            "every node holds the key: {held_on:?}"
+        );
+        let value = held_on[0].clone().unwrap();
+        assert_eq!(value.len(), 32, "128 random bits, hex");
+        assert!(
+            held_on.iter().all(|v| v.as_ref() == Some(&value)),
+            "one value everywhere"
+        );
+        assert_eq!(
+            nodes.values(&key).await,
+            vec![None; n],
+            "released on every node"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contention_reports_who_holds_it_then_hands_over_on_release() {
+    let nodes = Nodes::start(3);
+    let a = nodes.engine("t", quick()).await;
+    let b = nodes.engine("t", quick()).await;
+
+    let lock = a.acquire(&["res"], LockOptions::default()).await.unwrap();
+    let started = Instant::now();
+    let err = b
+        .acquire(
+            &["res"],
+            LockOptions::default().wait(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    let Error::NotAcquired {
+        votes, attempts, ..
+    } = &err
+    else {
+        panic!("expected NotAcquired, got {err}");
+    };
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(*attempts > 1, "retried within the wait bound");
+    assert!(votes.count(&Vote::Held) >= 2, "{err}");
+    assert!(err.to_string().contains("held by another holder"), "{err}");
+
+    lock.release().await.unwrap();
+    let lock = b
+        .acquire(
+            &["res"],
+            LockOptions::default().wait(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    lock.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_resource_locks_are_all_or_nothing() {
+    let nodes = Nodes::start(3);
+    let a = nodes.engine("t", quick()).await;
+    let b = nodes.engine("t", quick()).await;
+
+    let one = a.acquire(&["b"], LockOptions::default()).await.unwrap();
+    let err = b
+        .acquire(
+            &["a", "b", "c"],
+            LockOptions::default().wait(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
+    for key in ["redlock_t:~:a", "redlock_t:~:c"] {
+        assert_eq!(
+            nodes.values(key).await,
+            vec![None; 3],
+            "no partial lock on {key}"
+        );
+    }
+    one.release().await.unwrap();
+
+    let all = b
+        .acquire(
+            &["a", "b", "c"],
+            LockOptions::default().wait(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.resources(), ["a", "b", "c"]);
+    for key in ["redlock_t:~:a", "redlock_t:~:b", "redlock_t:~:c"] {
+        assert!(nodes.values(key).await.iter().all(Option::is_some));
+    }
+    all.release().await.unwrap();
+    assert_eq!(nodes.values("redlock_t:~:b").await, vec![None; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_separate_key_spaces() {
+    let nodes = Nodes::start(1);
+    let engine = nodes.engine("t", quick()).await;
+    let one = engine
+        .acquire(&["r"], LockOptions::default().instance("tenant-1"))
+        .await
+        .unwrap();
+    let two = engine
+        .acquire(
+            &["r"],
+            LockOptions::default()
+                .instance("tenant-2")
+                .wait(Duration::from_millis(100)),
+        )
+        .await
+        .expect("another instance does not contend");
+    assert!(nodes.values("redlock_t:tenant-1:r").await[0].is_some());
+    assert!(nodes.values("redlock_t:tenant-2:r").await[0].is_some());
+    one.release().await.unwrap();
+    two.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_three_ttls_long_keeps_the_lock_throughout() {
+    let nodes = Nodes::start(3);
+    let ttl = Duration::from_millis(600);
+    let holder = nodes.engine("t", quick().ttl(ttl)).await;
+    let rival = nodes.engine("t", quick()).await;
+    let key = holder.key("long", None).unwrap();
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let rival_task = tokio::spawn(async move {
+        rx.await.unwrap();
+        // Keep trying while the holder works: every attempt must fail.
+        let mut refused = 0;
+        let started = Instant::now();
+        while started.elapsed() < ttl * 3 - Duration::from_millis(300) {
+            let attempt = rival
+                .acquire(
+                    &["long"],
+                    LockOptions::default().wait(Duration::from_millis(50)),
+                )
+                .await;
+            assert!(
+                matches!(attempt, Err(Error::NotAcquired { .. })),
+                "a rival got in: {attempt:?}"
+            );
+            refused += 1;
+        }
+        refused
+    });
+
+    let ctx_after = holder
+        .lock("long", |ctx| async move {
+            tx.send(()).unwrap();
+            tokio::time::sleep(ttl * 3).await;
+            ctx
+        })
+        .await
+        .unwrap();
+    assert!(!ctx_after.is_lost(), "the lock was extended, not lost");
+    assert!(rival_task.await.unwrap() > 3);
+    assert_eq!(nodes.values(&key).await, vec![None; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_when_the_function_panics_or_the_guard_drops() {
+    let nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let key = engine.key("p", None).unwrap();
+
+    let panicking = engine.clone();
+    let joined = tokio::spawn(async move {
+        panicking
+            .lock("p", |_ctx| async {
+                panic!("boom inside the critical section");
+            })
+            .await
+    })
+    .await;
+    assert!(joined.unwrap_err().is_panic());
+    // The TTL is 30 s: getting the lock within 5 s proves it was released, not expired.
+    let wait = LockOptions::default().wait(Duration::from_secs(5));
+    let lock = engine.acquire(&["p"], wait.clone()).await.unwrap();
+    drop(lock);
+    let lock = engine.acquire(&["p"], wait).await.unwrap();
+    lock.release().await.unwrap();
+    assert_eq!(nodes.values(&key).await, vec![None; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_never_deletes_a_foreign_value() {
+    let nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let key = engine.key("f", None).unwrap();
+
+    let stale = engine
+        .acquire(
+            &["f"],
+            LockOptions::default().ttl(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    // Let it expire on the nodes (generous margin over the TTL).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(stale.is_lost());
+    let current = engine
+        .acquire(&["f"], LockOptions::default().wait(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let owned = nodes.values(&key).await;
+
+    let err = stale.extend(Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    let _ = stale.release().await;
+    assert_eq!(
+        nodes.values(&key).await,
+        owned,
+        "the new holder's keys are untouched"
+    );
+    current.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_extension_moves_the_validity_forward() {
+    let nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let lock = engine
+        .acquire(
+            &["e"],
+            LockOptions::default().ttl(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    assert!(lock.validity() <= Duration::from_millis(495));
+    let validity = lock.extend(Duration::from_secs(10)).await.unwrap();
+    assert!(validity > Duration::from_secs(9), "{validity:?}");
+    assert!(lock.validity() > Duration::from_secs(9));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!lock.is_lost(), "the extended lease outlives the first TTL");
+    let rival = engine
+        .acquire(
+            &["e"],
+            LockOptions::default().wait(Duration::from_millis(100)),
+        )
+        .await;
+    assert!(matches!(rival, Err(Error::NotAcquired { .. })));
+    lock.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_drops_the_function_by_default() {
+    let nodes = Nodes::start(3);
+    let engine = nodes
+        .engine("t", quick().ttl(Duration::from_millis(800)))
+        .await;
+    let key = engine.key("lost", None).unwrap();
+    let dropped = Arc::new(AtomicBool::new(false));
+
+    let flag = dropped.clone();
+    let started = Instant::now();
+    let result = engine
+        .lock("lost", |_ctx| async {
+            let _guard = SetOnDrop(flag);
+            // Someone wipes the lock from a majority of nodes behind our back.
+            for server in &nodes.servers[..2] {
+                let client = server.client().await;
+                let _: () = client.del(&key).await.unwrap();
+            }
+            std::future::pending::<()>().await
+        })
+        .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the function's future was dropped"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_is_signalled_to_a_function_that_runs_on() {
+    let nodes = Nodes::start(3);
+    let engine = nodes
+        .engine("t", quick().ttl(Duration::from_millis(800)))
+        .await;
+    let key = engine.key("lost", None).unwrap();
+
+    let outcome = engine
+        .lock_with(
+            "lost",
+            LockOptions::default().on_loss(OnLoss::Continue),
+            |ctx| async move {
+                for server in &nodes.servers[..2] {
+                    let client = server.client().await;
+                    let _: () = client.del(&key).await.unwrap();
+                }
+                ctx.lost().await;
+                ("finished after the loss", ctx.is_lost())
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, ("finished after the loss", true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_leaves_nothing_behind() {
+    let nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let key = engine.key("clog", None).unwrap();
+    // Clog two of three nodes with a foreign holder, as redsync's tests do.
+    for server in &nodes.servers[..2] {
+        let client = server.client().await;
+        let _: () = client
+            .set(&key, "foreign", None, None, false)
+            .await
+            .unwrap();
+    }
+    let err = engine
+        .acquire(
+            &["clog"],
+            LockOptions::default().wait(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    let Error::NotAcquired { votes, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(votes.count(&Vote::Held), 2, "{err}");
+    assert_eq!(
+        nodes.values(&key).await,
+        [Some("foreign".to_owned()), Some("foreign".to_owned()), None],
+        "the free node was released after each failed attempt; foreign values untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_specific_error() {
+    let nodes = Nodes::start(1);
+    let engine = nodes.engine("t", quick()).await;
+    let long = "r".repeat(redlock::MAX_RESOURCE_LEN + 1);
+    for resource in ["", "line\nbreak", "nul\0", long.as_str()] {
+        let err = engine.lock(resource, |_| async {}).await.unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidResource { .. }),
+            "{resource:?}: {err}"
+        );
+    }
+    let err = engine
+        .acquire(&[], LockOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidResource { .. }), "{err}");
+    let err = engine
+        .acquire(&["x", "x"], LockOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
+
+    let bad_options = [
+        ("ttl", LockOptions::default().ttl(Duration::ZERO)),
+        ("ttl", LockOptions::default().ttl(Duration::from_millis(3))),
+        (
+            "ttl",
+            LockOptions::default().ttl(Duration::from_secs(u64::MAX)),
+        ),
+        ("drift_factor", LockOptions::default().drift_factor(0.7)),
+        (
+            "drift_factor",
+            LockOptions::default().drift_factor(f64::NAN),
+        ),
+        (
+            "retry_delay",
+            LockOptions::default()
+                .retry_delay(Duration::ZERO)
+                .retry_jitter(Duration::ZERO),
+        ),
+        (
+            "retry_jitter",
+            LockOptions::default().retry_jitter(Duration::from_secs(1)),
+        ),
+        (
+            "node_timeout",
+            LockOptions::default().node_timeout(Duration::from_secs(60)),
+        ),
+        ("instance", LockOptions::default().instance("a:b")),
+        ("instance", LockOptions::default().instance("")),
+    ];
+    for (option, options) in bad_options {
+        let err = engine.acquire(&["ok"], options).await.unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidOptions { option: o, .. } if o == option),
+            "{option}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_gets_a_specific_error() {
+    let err = Redlock::builder().build().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidOptions {
+                option: "nodes",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let err = Redlock::builder()
+        .nodes(["not a url"])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidNode { .. }), "{err}");
+
+    let err = Redlock::builder()
+        .app("my:app")
+        .nodes(["redis://127.0.0.1:1"])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidOptions { option: "app", .. }),
+        "{err}"
+    );
+
+    let err = Redlock::builder()
+        .nodes(["redis://127.0.0.1:1"])
+        .defaults(LockOptions::default().ttl(Duration::ZERO))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidOptions { option: "ttl", .. }),
+        "{err}"
+    );
+
+    // One live node and one closed port: the error names the dead one.
+    let nodes = Nodes::start(1);
+    let dead = "redis://user:secret@127.0.0.1:1";
+    let err = Redlock::builder()
+        .nodes([nodes.urls()[0].as_str(), dead])
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap_err();
+    let Error::Unreachable { failures } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "redis://user:***@127.0.0.1:1");
+    assert!(
+        !err.to_string().contains("secret"),
+        "passwords never shown: {err}"
+    );
+
+    let even = Redlock::builder()
+        .nodes([nodes.urls()[0].clone(), nodes.urls()[0].clone()])
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        even.warnings().len(),
+        1,
+        "an even node count is warned about"
+    );
+}
+
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}

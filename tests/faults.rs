@@ -1,0 +1,222 @@
+//! Node failures: killed, paused and restarted redis-server processes.
+
+mod support;
+
+use std::time::Duration;
+
+use redlock::{Error, LockOptions, Vote};
+use support::{quick, Nodes};
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_of_killed_nodes_does_not_stop_locking() {
+    for (n, down) in [(3, 1), (5, 2)] {
+        let mut nodes = Nodes::start(n);
+        let engine = nodes.engine("t", quick()).await;
+        let rival = nodes.engine("t", quick()).await;
+        for server in &mut nodes.servers[..down] {
+            server.kill();
+        }
+        let value = engine.lock("m", |_| async { 7 }).await.unwrap();
+        assert_eq!(value, 7, "{n} nodes, {down} down");
+
+        // Exclusion still holds on the survivors.
+        let lock = engine
+            .acquire(&["m"], LockOptions::default())
+            .await
+            .unwrap();
+        let err = rival
+            .acquire(
+                &["m"],
+                LockOptions::default().wait(Duration::from_millis(200)),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
+        lock.release().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_majority_of_killed_nodes_fails_within_the_wait_bound_naming_the_nodes() {
+    let mut nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let dead: Vec<String> = nodes.urls()[..2].to_vec();
+    for server in &mut nodes.servers[..2] {
+        server.kill();
+    }
+    let started = Instant::now();
+    let err = engine
+        .lock_with(
+            "q",
+            LockOptions::default().wait(Duration::from_secs(1)),
+            |_| async {},
+        )
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    let Error::QuorumUnreachable {
+        votes, answered, ..
+    } = &err
+    else {
+        panic!("expected QuorumUnreachable, got {err}");
+    };
+    assert_eq!(*answered, 1);
+    assert_eq!(votes.unreachable().count(), 2, "{err}");
+    for url in &dead {
+        assert!(err.to_string().contains(url.as_str()), "{err} names {url}");
+    }
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "kept trying for the wait bound"
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "returned soon after the bound, not hung: {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_wait_still_gives_up_on_an_unreachable_quorum() {
+    let mut nodes = Nodes::start(3);
+    let ttl = Duration::from_secs(1);
+    let engine = nodes.engine("t", quick().ttl(ttl).wait_forever()).await;
+    for server in &mut nodes.servers[1..] {
+        server.kill();
+    }
+    let started = Instant::now();
+    let err = engine.lock("q", |_| async {}).await.unwrap_err();
+    assert!(matches!(err, Error::QuorumUnreachable { .. }), "{err}");
+    assert!(
+        started.elapsed() >= ttl,
+        "gave the nodes one TTL to come back"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_majority_times_out_and_recovers_after_resume() {
+    let mut nodes = Nodes::start(3);
+    let engine = nodes
+        .engine("t", quick().node_timeout(Duration::from_millis(100)))
+        .await;
+    for server in &mut nodes.servers[..2] {
+        server.pause();
+    }
+    let started = Instant::now();
+    let err = engine
+        .acquire(
+            &["p"],
+            LockOptions::default().wait(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap_err();
+    let Error::QuorumUnreachable { votes, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(
+        votes
+            .0
+            .iter()
+            .filter(|v| matches!(v.vote, Vote::TimedOut(_)))
+            .count()
+            == 2,
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    for server in &mut nodes.servers[..2] {
+        server.resume();
+    }
+    let lock = engine
+        .acquire(&["p"], LockOptions::default().wait(Duration::from_secs(10)))
+        .await
+        .expect("locking works again once the nodes answer");
+    lock.release().await.unwrap();
+    // Commands the paused nodes queued from failed attempts were followed by
+    // their releases: nothing is left locked.
+    let key = engine.key("p", None).unwrap();
+    assert_eq!(nodes.values(&key).await, vec![None; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rejoins() {
+    let mut nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let key = engine.key("r", None).unwrap();
+    nodes.servers[0].restart();
+    // The client reconnects in the background; the node votes again once it has.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lock = engine
+            .acquire(&["r"], LockOptions::default())
+            .await
+            .unwrap();
+        let held = nodes.values(&key).await;
+        lock.release().await.unwrap();
+        if held.iter().all(Option::is_some) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never rejoined: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_nodes_stop_answering_is_dropped_before_its_validity_ends() {
+    let mut nodes = Nodes::start(3);
+    let ttl = Duration::from_millis(1500);
+    let engine = nodes
+        .engine(
+            "t",
+            quick().ttl(ttl).node_timeout(Duration::from_millis(100)),
+        )
+        .await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<Instant>();
+    let acquired = Instant::now();
+    let servers = &mut nodes.servers;
+    let result = {
+        let run = engine.lock("h", |ctx| async move {
+            let _report = ReportDrop(Some(tx));
+            std::future::pending::<()>().await;
+            drop(ctx);
+        });
+        // Pause a majority right after the lock is taken.
+        let pause = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for server in servers[..2].iter_mut() {
+                server.pause();
+            }
+        };
+        let (result, ()) = tokio::join!(run, pause);
+        result
+    };
+    let dropped_at = rx.await.unwrap();
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    assert!(
+        dropped_at < acquired + ttl,
+        "dropped {:?} after acquiring, before the TTL of {ttl:?}",
+        dropped_at - acquired
+    );
+    for server in &mut nodes.servers[..2] {
+        server.resume();
+    }
+}
+
+struct ReportDrop(Option<tokio::sync::oneshot::Sender<Instant>>);
+
+impl Drop for ReportDrop {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Instant::now());
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Test harness: real `redis-server` processes on free loopback ports, each in
+//! its own temporary directory, that a test can kill, pause, resume and
+//! restart. Every server is stopped when its handle drops, also when the
+//! test panics.
+//!
+//! When `REDLOCK_TEST_PIDS` names a directory, each live server has a file
+//! there named by its pid, so the test script can stop servers whose test
+//! process was killed before it could clean up.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use redlock::{LockOptions, Redlock};
+
+/// How long a server may take to accept connections after it starts.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+/// One real `redis-server` process.
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl RedisServer {
+    /// Starts a server on a free loopback port.
+    pub fn start() -> RedisServer {
+        let dir = std::env::temp_dir().join(format!(
+            "redlock-test-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the server's temp dir");
+        // Another test may take the port between our probe and the server's bind: try again.
+        for _ in 0..20 {
+            let port = free_port();
+            let mut server = RedisServer {
+                port,
+                dir: dir.clone(),
+                child: None,
+                paused: false,
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server on a free port (is redis-server installed?)");
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The pid of the running process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the process (SIGKILL) and waits for it: the node is down, its keys lost.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.paused {
+                signal(&child, libc::SIGCONT);
+                self.paused = false;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            self.forget_pid(child.id());
+        }
+    }
+
+    /// Stops the process (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGSTOP);
+            self.paused = true;
+        }
+    }
+
+    /// Continues a paused process (SIGCONT).
+    pub fn resume(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGCONT);
+            self.paused = false;
+        }
+    }
+
+    /// Starts the server again on the same port (empty: the tests run without persistence).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.spawn() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A plain client connected to this server, to look at or change keys behind the engine's back.
+    pub async fn client(&self) -> Client {
+        let client = Client::new(Config::from_url(&self.url()).unwrap(), None, None, None);
+        client.init().await.expect("connect the inspection client");
+        client
+    }
+
+    fn spawn(&mut self) -> bool {
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let child = Command::new(binary)
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-server (install it, or set REDIS_SERVER)");
+        self.remember_pid(child.id());
+        self.child = Some(child);
+        if self.wait_ready() {
+            true
+        } else {
+            self.kill();
+            false
+        }
+    }
+
+    /// True once the server answers PING; false if the process died (port taken) or never answered.
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return false;
+                }
+            }
+            if ping(self.port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn remember_pid(&self, pid: u32) {
+        if let Some(dir) = pid_dir() {
+            let _ = std::fs::write(dir.join(pid.to_string()), b"redis-server\n");
+        }
+    }
+
+    fn forget_pid(&self, pid: u32) {
+        if let Some(dir) = pid_dir() {
+            let _ = std::fs::remove_file(dir.join(pid.to_string()));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// N independent servers.
+pub struct Nodes {
+    pub servers: Vec<RedisServer>,
+}
+
+impl Nodes {
+    /// Starts `n` servers.
+    pub fn start(n: usize) -> Nodes {
+        Nodes {
+            servers: (0..n).map(|_| RedisServer::start()).collect(),
+        }
+    }
+
+    /// Their URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(RedisServer::url).collect()
+    }
+
+    /// An engine over all servers with test-friendly defaults (short retry delay) and `options`.
+    pub async fn engine(&self, app: &str, options: LockOptions) -> Redlock {
+        Redlock::builder()
+            .app(app)
+            .nodes(self.urls())
+            .defaults(options)
+            .build()
+            .await
+            .expect("build an engine over the test servers")
+    }
+
+    /// The value stored under `key` on each server (`None` for a down or paused one).
+    pub async fn values(&self, key: &str) -> Vec<Option<String>> {
+        let mut values = Vec::new();
+        for server in &self.servers {
+            if server.child.is_none() || server.paused {
+                values.push(None);
+                continue;
+            }
+            let client = server.client().await;
+            values.push(client.get(key).await.unwrap());
+            let _ = client.quit().await;
+        }
+        values
+    }
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free loopback port")
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+fn pid_dir() -> Option<PathBuf> {
+    std::env::var_os("REDLOCK_TEST_PIDS").map(PathBuf::from)
+}
+
+/// Options for fast tests: short retry delays, a bounded wait.
+pub fn quick() -> LockOptions {
+    LockOptions::default()
+        .retry_delay(Duration::from_millis(10))
+        .retry_jitter(Duration::from_millis(5))
+        .wait(Duration::from_secs(20))
+}
