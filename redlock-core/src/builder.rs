@@ -35,6 +35,7 @@ pub struct RedlockBuilder {
     defaults: LockOptions,
     connect_timeout: Duration,
     require_all_nodes: bool,
+    in_memory: bool,
 }
 
 impl Default for RedlockBuilder {
@@ -45,6 +46,7 @@ impl Default for RedlockBuilder {
             defaults: LockOptions::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             require_all_nodes: true,
+            in_memory: false,
         }
     }
 }
@@ -64,6 +66,16 @@ impl RedlockBuilder {
         S: Into<String>,
     {
         self.urls.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// Use one in-process node instead of Redis: real TTLs, the same
+    /// compare-and-delete and compare-and-extend semantics, no server.
+    ///
+    /// For a single process only (a CLI, a demo, your own tests): it excludes
+    /// tasks of this process, not other processes.
+    pub fn in_memory(mut self) -> Self {
+        self.in_memory = true;
         self
     }
 
@@ -90,10 +102,26 @@ impl RedlockBuilder {
     pub async fn build(self) -> Result<Redlock> {
         resource::check_segment("app", &self.app)?;
         self.defaults.resolve()?;
+        if self.in_memory {
+            if !self.urls.is_empty() {
+                return Err(invalid(
+                    "nodes",
+                    "both in_memory() and Redis nodes given; choose one".to_owned(),
+                ));
+            }
+            return Ok(Redlock::from_inner(Inner {
+                nodes: vec![Node::memory()],
+                quorum: 1,
+                app: self.app,
+                defaults: self.defaults,
+                warnings: Vec::new(),
+            }));
+        }
         if self.urls.is_empty() {
             return Err(invalid(
                 "nodes",
-                "no Redis node given; pass 1, 3 or 5 URLs such as \"redis://127.0.0.1:6379\""
+                "no Redis node given; pass 1, 3 or 5 URLs such as \"redis://127.0.0.1:6379\", \
+                 or use in_memory() within a single process"
                     .to_owned(),
             ));
         }
@@ -118,7 +146,7 @@ impl RedlockBuilder {
         let nodes = self
             .urls
             .iter()
-            .map(|url| Node::new(url, &settings))
+            .map(|url| Node::redis(url, &settings))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|(node, reason)| Error::InvalidNode { node, reason })?;
 

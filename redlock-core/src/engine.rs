@@ -13,9 +13,9 @@ use crate::error::{Error, Result, Vote};
 use crate::keepalive::{keep_alive, AbortOnDrop};
 use crate::lock::{Held, Lock};
 use crate::node::Node;
-use crate::options::{LockOptions, OnLoss, Settings};
+use crate::options::{IsolateOptions, LockOptions, OnLoss, Settings};
 use crate::quorum::{self, fan_out, Until};
-use crate::{resource, value};
+use crate::{level, resource, value};
 
 /// Shared by an engine, its clones and every lock it hands out.
 pub(crate) struct Inner {
@@ -111,6 +111,41 @@ impl Redlock {
     {
         let lock = self.acquire(&[resource], options).await?;
         run_locked(lock, f).await
+    }
+
+    /// [`lock`](Redlock::lock), with `f` run one data-source level up
+    /// ([`current_level`](crate::current_level) + 1).
+    ///
+    /// Code that picks its connection pool by level (see [`LevelPools`](crate::LevelPools))
+    /// then uses a pool of its own inside the lock, so a caller that holds a
+    /// connection of the lower level while waiting for this lock can never
+    /// starve the holder of connections.
+    pub async fn lock_isolate<F, Fut, T>(&self, resource: &str, f: F) -> Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.lock_isolate_with(resource, IsolateOptions::default(), f)
+            .await
+    }
+
+    /// [`lock_isolate`](Redlock::lock_isolate) with per-call options, and optionally an explicit level.
+    pub async fn lock_isolate_with<F, Fut, T>(
+        &self,
+        resource: &str,
+        options: IsolateOptions,
+        f: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let level = match options.level {
+            Some(level) => level,
+            None => level::next_level()?,
+        };
+        self.lock_with(resource, options.lock, |ctx| level::at_level(level, f(ctx)))
+            .await
     }
 
     /// Acquires all `resources` at once (all or nothing) and returns the guard.

@@ -32,6 +32,7 @@ mod context;
 mod engine;
 mod error;
 mod keepalive;
+mod level;
 mod lock;
 mod node;
 mod options;
@@ -44,9 +45,10 @@ pub use builder::{RedlockBuilder, DEFAULT_APP, DEFAULT_CONNECT_TIMEOUT};
 pub use context::LockContext;
 pub use engine::Redlock;
 pub use error::{Error, NodeVote, Result, Vote, Votes};
+pub use level::{at_level, current_level, inherit_level};
 pub use lock::Lock;
 pub use options::{
-    LockOptions, OnLoss, DEFAULT_DRIFT_FACTOR, DEFAULT_INSTANCE, DEFAULT_RETRY_DELAY,
-    DEFAULT_RETRY_JITTER, DEFAULT_TTL, MAX_TTL,
+    IsolateOptions, LockOptions, OnLoss, DEFAULT_DRIFT_FACTOR, DEFAULT_INSTANCE,
+    DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL, MAX_TTL,
 };
 pub use resource::{check_resource, MAX_RESOURCE_LEN};

@@ -192,6 +192,43 @@ pub(crate) fn invalid(option: &'static str, reason: String) -> Error {
     Error::InvalidOptions { option, reason }
 }
 
+/// Options of one [`lock_isolate`](crate::Redlock::lock_isolate_with) call:
+/// the lock options, and the data-source level to run the function at.
+///
+/// ```
+/// use std::time::Duration;
+/// use redlock_core::{IsolateOptions, LockOptions};
+/// let opts = IsolateOptions::default()
+///     .lock(LockOptions::default().ttl(Duration::from_secs(5)))
+///     .level(3);
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct IsolateOptions {
+    pub(crate) lock: LockOptions,
+    pub(crate) level: Option<u32>,
+}
+
+impl IsolateOptions {
+    /// The lock options (TTL, wait, ...).
+    pub fn lock(mut self, lock: LockOptions) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// Run the function at this level instead of the current level + 1.
+    pub fn level(mut self, level: u32) -> Self {
+        self.level = Some(level);
+        self
+    }
+}
+
+impl From<LockOptions> for IsolateOptions {
+    fn from(lock: LockOptions) -> Self {
+        IsolateOptions { lock, level: None }
+    }
+}
+
 /// Checked, complete options of one call.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {

@@ -1,9 +1,5 @@
-//! One lock node: an independent Redis server reached through its own fred client.
-//!
-//! A node knows three atomic operations on a set of keys (acquire, extend,
-//! release); the quorum logic above it never sees Redis commands.
-
-use std::time::Duration;
+//! A Redis node: an independent server reached through its own fred client,
+//! running the lock scripts.
 
 use fred::clients::Client;
 use fred::error::Error as FredError;
@@ -12,15 +8,11 @@ use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Key, Value};
 
+use super::{ConnectSettings, NodeResult};
 use crate::scripts;
 
-/// What a node said to one operation, before timeouts are applied.
-pub(crate) type NodeResult<T> = Result<T, String>;
-
-/// A lock node.
-pub(crate) struct Node {
-    /// The URL as configured, with any password masked: safe to show in errors.
-    pub name: String,
+/// A Redis server as a lock node.
+pub(crate) struct RedisNode {
     client: Client,
     scripts: Scripts,
 }
@@ -31,22 +23,13 @@ struct Scripts {
     release: Script,
 }
 
-/// Connection settings shared by all nodes of an engine.
-pub(crate) struct ConnectSettings {
-    pub connect_timeout: Duration,
-}
-
-impl Node {
+impl RedisNode {
     /// Parses `url` and builds a client for it, without connecting.
-    pub fn new(url: &str, settings: &ConnectSettings) -> Result<Node, (String, String)> {
-        let name = mask_password(url);
+    pub fn new(url: &str, settings: &ConnectSettings) -> Result<RedisNode, String> {
         let config = Config::from_url(url).map_err(|e| {
-            (
-                name.clone(),
-                format!(
-                    "{}; write it as redis://[user:password@]host:port[/db] or rediss://... for TLS",
-                    e.details()
-                ),
+            format!(
+                "{}; write it as redis://[user:password@]host:port[/db]",
+                e.details()
             )
         })?;
         let client = Builder::from_config(config)
@@ -60,9 +43,8 @@ impl Node {
             // Keep reconnecting forever, at most once a second, so a restarted node rejoins.
             .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2))
             .build()
-            .map_err(|e| (name.clone(), e.details().to_owned()))?;
-        Ok(Node {
-            name,
+            .map_err(|e| e.details().to_owned())?;
+        Ok(RedisNode {
             client,
             scripts: Scripts {
                 acquire: Script::from_lua(scripts::ACQUIRE),
@@ -155,41 +137,5 @@ fn describe(e: FredError) -> String {
         )
     } else {
         format!("{:?}: {details}", e.kind())
-    }
-}
-
-/// `redis://user:secret@host` -> `redis://user:***@host`.
-pub(crate) fn mask_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let Some(at) = url[scheme_end..].rfind('@').map(|i| i + scheme_end) else {
-        return url.to_owned();
-    };
-    let userinfo = &url[scheme_end..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &userinfo[..colon],
-            &url[at..]
-        ),
-        None if !userinfo.is_empty() => format!("{}***{}", &url[..scheme_end], &url[at..]),
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_password;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_password("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(mask_password("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(mask_password("rediss://secret@h:1"), "rediss://***@h:1");
     }
 }

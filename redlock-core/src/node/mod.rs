@@ -1,0 +1,128 @@
+//! Lock nodes. A node knows three atomic operations on a set of keys
+//! (acquire, extend, release); the quorum logic above it never sees how a
+//! node stores them.
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use fred::types::{Key, Value};
+
+pub(crate) use memory::MemoryNode;
+pub(crate) use redis::RedisNode;
+
+/// What a node said to one operation, before timeouts are applied.
+pub(crate) type NodeResult<T> = Result<T, String>;
+
+/// Connection settings shared by all nodes of an engine.
+pub(crate) struct ConnectSettings {
+    pub connect_timeout: Duration,
+}
+
+/// One lock node, with the name it goes by in errors.
+pub(crate) struct Node {
+    /// The URL as configured, with any password masked: safe to show in errors.
+    pub name: String,
+    backend: Backend,
+}
+
+enum Backend {
+    Redis(RedisNode),
+    Memory(MemoryNode),
+}
+
+impl Node {
+    /// A Redis node for `url` (not yet connected).
+    pub fn redis(url: &str, settings: &ConnectSettings) -> Result<Node, (String, String)> {
+        let name = mask_password(url);
+        match RedisNode::new(url, settings) {
+            Ok(node) => Ok(Node {
+                name,
+                backend: Backend::Redis(node),
+            }),
+            Err(reason) => Err((name, reason)),
+        }
+    }
+
+    /// The in-process node.
+    pub fn memory() -> Node {
+        Node {
+            name: "in-memory".to_owned(),
+            backend: Backend::Memory(MemoryNode::default()),
+        }
+    }
+
+    pub async fn connect(&self) -> NodeResult<()> {
+        match &self.backend {
+            Backend::Redis(node) => node.connect().await,
+            Backend::Memory(_) => Ok(()),
+        }
+    }
+
+    pub async fn quit(&self) {
+        if let Backend::Redis(node) = &self.backend {
+            node.quit().await;
+        }
+    }
+
+    /// Takes all `keys` for `value` for `ttl_ms`: true when granted, false when held by another.
+    pub async fn acquire(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
+        match &self.backend {
+            Backend::Redis(node) => node.acquire(keys, value, ttl_ms).await,
+            Backend::Memory(node) => Ok(node.acquire(keys, value, ttl_ms)),
+        }
+    }
+
+    /// Resets the TTL of all `keys` if they all hold `value`: false when any is gone.
+    pub async fn extend(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
+        match &self.backend {
+            Backend::Redis(node) => node.extend(keys, value, ttl_ms).await,
+            Backend::Memory(node) => Ok(node.extend(keys, value, ttl_ms)),
+        }
+    }
+
+    /// Deletes the `keys` that hold `value`; returns how many did.
+    pub async fn release(&self, keys: &[Key], value: &Value) -> NodeResult<u64> {
+        match &self.backend {
+            Backend::Redis(node) => node.release(keys, value).await,
+            Backend::Memory(node) => Ok(node.release(keys, value)),
+        }
+    }
+}
+
+/// `redis://user:secret@host` -> `redis://user:***@host`.
+pub(crate) fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let Some(at) = url[scheme_end..].rfind('@').map(|i| i + scheme_end) else {
+        return url.to_owned();
+    };
+    let userinfo = &url[scheme_end..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &userinfo[..colon],
+            &url[at..]
+        ),
+        None if !userinfo.is_empty() => format!("{}***{}", &url[..scheme_end], &url[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_password;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(mask_password("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(mask_password("rediss://secret@h:1"), "rediss://***@h:1");
+    }
+}
