@@ -52,3 +52,8 @@ pub use options::{
     DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL, MAX_TTL,
 };
 pub use resource::{check_resource, MAX_RESOURCE_LEN};
+
+/// Declares a module's lock resources and generates its typed lock methods.
+///
+/// See the `redlock-macros` crate documentation for the full syntax.
+pub use redlock_macros::meta_redlock;

@@ -1,0 +1,9 @@
+use redlock_core::meta_redlock;
+
+#[meta_redlock(module = "demo-student")]
+pub enum StudentLock {
+    #[resource("user-{}")]
+    User { id: u64 },
+}
+
+fn main() {}

@@ -1,0 +1,16 @@
+use redlock_core::{meta_redlock, Redlock};
+
+#[meta_redlock(module = "demo-student")]
+pub enum StudentLock {
+    #[resource("user-{id}")]
+    User { id: u64 },
+}
+
+async fn run(engine: Redlock) {
+    let redlock = MetaRedlock::new(&engine);
+    let _ = redlock.lock_user("42", |_ctx| async {}).await;
+}
+
+fn main() {
+    let _ = run;
+}
