@@ -53,6 +53,12 @@ pub use options::{
 };
 pub use resource::{check_resource, MAX_RESOURCE_LEN};
 
+#[doc(hidden)]
+pub mod __private {
+    //! Used by the code `#[meta_redlock]` generates; not a public API.
+    pub use crate::resource::{build_resource, write_parts, Part};
+}
+
 /// Declares a module's lock resources and generates its typed lock methods.
 ///
 /// See the `redlock-macros` crate documentation for the full syntax.

@@ -32,6 +32,56 @@ pub fn check_resource(resource: &str) -> Result<()> {
     })
 }
 
+/// One piece of a resource built from a template (used by `#[meta_redlock]`).
+#[doc(hidden)]
+pub enum Part<'a> {
+    /// Text from the template.
+    Literal(&'static str),
+    /// A placeholder's name and its value.
+    Field(&'static str, &'a dyn std::fmt::Display),
+}
+
+/// Writes a template's parts (used by `#[meta_redlock]`'s `Display`).
+#[doc(hidden)]
+pub fn write_parts(f: &mut std::fmt::Formatter<'_>, parts: &[Part<'_>]) -> std::fmt::Result {
+    for part in parts {
+        match part {
+            Part::Literal(text) => f.write_str(text)?,
+            Part::Field(_, value) => value.fmt(f)?,
+        }
+    }
+    Ok(())
+}
+
+/// Builds `{module}.{resource}` from a template's parts, checking that no
+/// placeholder formats as empty text and that the result is a valid resource.
+#[doc(hidden)]
+pub fn build_resource(module: &str, template: &str, parts: &[Part<'_>]) -> Result<String> {
+    use std::fmt::Write;
+    let mut resource = String::with_capacity(module.len() + 1 + template.len() + 16);
+    resource.push_str(module);
+    resource.push('.');
+    for part in parts {
+        match part {
+            Part::Literal(text) => resource.push_str(text),
+            Part::Field(name, value) => {
+                let before = resource.len();
+                let _ = write!(resource, "{value}");
+                if resource.len() == before {
+                    return Err(Error::InvalidResource {
+                        resource: shorten(&resource),
+                        reason: format!(
+                            "placeholder `{{{name}}}` of template `{template}` is empty; pass a non-empty value"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    check_resource(&resource)?;
+    Ok(resource)
+}
+
 /// Checks an `app` or `instance` key segment.
 pub(crate) fn check_segment(option: &'static str, value: &str) -> Result<()> {
     let reason = if value.is_empty() {

@@ -23,32 +23,31 @@ pub fn expand(args: &Args, item: &ItemEnum, resources: &[Resource]) -> TokenStre
 /// `MODULE`, `resource()`, `template()` and `Display` on the enum.
 fn enum_impls(args: &Args, item: &ItemEnum, resources: &[Resource]) -> TokenStream {
     let name = &item.ident;
+    let krate = &args.krate;
     let module = &args.module.0;
-    // Hygienic, so a field called `f` stays the field.
+    // Hygienic, so a field called `f` or `visit` stays the field.
     let f = Ident::new("f", Span::mixed_site());
-    let display_arms = resources.iter().map(|r| {
+    let visit = Ident::new("visit", Span::mixed_site());
+    // The one place the fields become `&dyn Display`: a field type without
+    // Display is reported once, at the field's type.
+    let parts_arms = resources.iter().map(|r| {
         let variant = &r.variant;
         let bindings = r.fields.iter().map(|(field, _)| field);
-        let writes = r.template.segments.iter().map(|segment| match segment {
-            Segment::Literal(text) => quote! { #f.write_str(#text)?; },
+        let text = r.template.text();
+        let parts = r.template.segments.iter().map(|segment| match segment {
+            Segment::Literal(text) => quote! { #krate::__private::Part::Literal(#text) },
             Segment::Field(field) => {
                 let (ident, ty) = r
                     .fields
                     .iter()
                     .find(|(f, _)| f == field)
                     .expect("the model checked every placeholder");
-                // A field type without Display is reported at the field's type.
-                quote_spanned! {ty.span()=> ::core::fmt::Display::fmt(#ident, #f)?; }
+                quote_spanned! {ty.span()=> #krate::__private::Part::Field(#field, #ident) }
             }
         });
         quote! {
-            Self::#variant { #(#bindings),* } => { #(#writes)* ::core::result::Result::Ok(()) }
+            Self::#variant { #(#bindings),* } => #visit(#text, &[#(#parts),*])
         }
-    });
-    let template_arms = resources.iter().map(|r| {
-        let variant = &r.variant;
-        let text = r.template.text();
-        quote! { Self::#variant { .. } => #text }
     });
     let module_doc = format!("The module these lock resources belong to: `{module}`.");
     quote! {
@@ -61,16 +60,32 @@ fn enum_impls(args: &Args, item: &ItemEnum, resources: &[Resource]) -> TokenStre
                 ::std::format!("{}.{}", Self::MODULE, self)
             }
 
+            /// [`Self::resource`], checked: an error if a placeholder formats as
+            /// empty text or the result is no valid resource (control characters, too long).
+            pub fn try_resource(&self) -> #krate::Result<::std::string::String> {
+                self.with_parts(|template, parts| {
+                    #krate::__private::build_resource(Self::MODULE, template, parts)
+                })
+            }
+
+            #[doc(hidden)]
+            fn with_parts<R>(
+                &self,
+                #visit: impl ::core::ops::FnOnce(&'static str, &[#krate::__private::Part<'_>]) -> R,
+            ) -> R {
+                match self { #(#parts_arms,)* }
+            }
+
             /// The declared template of this resource, e.g. `user-{id}`.
             pub fn template(&self) -> &'static str {
-                match self { #(#template_arms,)* }
+                self.with_parts(|template, _| template)
             }
         }
 
         /// Writes the resource without its module, e.g. `user-42`.
         impl ::core::fmt::Display for #name {
             fn fmt(&self, #f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                match self { #(#display_arms)* }
+                self.with_parts(|_, parts| #krate::__private::write_parts(#f, parts))
             }
         }
     }
@@ -87,6 +102,13 @@ fn meta_struct(args: &Args, item: &ItemEnum, resources: &[Resource]) -> TokenStr
     let f = Ident::new("f", Span::mixed_site());
     let options = Ident::new("options", Span::mixed_site());
     let resource = Ident::new("resource", Span::mixed_site());
+    // The checked resource string, or an early return of its error.
+    let checked = quote! {
+        match #resource.try_resource() {
+            ::core::result::Result::Ok(checked) => checked,
+            ::core::result::Result::Err(error) => return ::core::result::Result::Err(error),
+        }
+    };
     let bounds = quote! {
         LockFn: ::core::ops::FnOnce(#krate::LockContext) -> LockFut,
         LockFut: ::core::future::Future<Output = LockOut>,
@@ -173,14 +195,14 @@ fn meta_struct(args: &Args, item: &ItemEnum, resources: &[Resource]) -> TokenStr
             /// The full Redis key of `resource` under the default instance:
             /// `redlock_{app}:~:{module}.{resource}`.
             pub fn key(&self, #resource: &#name) -> #krate::Result<::std::string::String> {
-                self.engine.key(&#resource.resource(), ::core::option::Option::None)
+                self.engine.key(&#checked, ::core::option::Option::None)
             }
 
             /// Runs `f` holding `resource`, for code that picks the resource at run time.
             pub async fn lock<LockFn, LockFut, LockOut>(&self, #resource: #name, #f: LockFn) -> #krate::Result<LockOut>
             where #bounds
             {
-                self.engine.lock(&#resource.resource(), #f).await
+                self.engine.lock(&#checked, #f).await
             }
 
             /// [`Self::lock`] with per-call options.
@@ -189,14 +211,14 @@ fn meta_struct(args: &Args, item: &ItemEnum, resources: &[Resource]) -> TokenStr
             ) -> #krate::Result<LockOut>
             where #bounds
             {
-                self.engine.lock_with(&#resource.resource(), #options, #f).await
+                self.engine.lock_with(&#checked, #options, #f).await
             }
 
             /// Runs `f` holding `resource`, one data-source level up.
             pub async fn lock_isolate<LockFn, LockFut, LockOut>(&self, #resource: #name, #f: LockFn) -> #krate::Result<LockOut>
             where #bounds
             {
-                self.engine.lock_isolate(&#resource.resource(), #f).await
+                self.engine.lock_isolate(&#checked, #f).await
             }
 
             /// [`Self::lock_isolate`] with per-call options (lock options and level).
@@ -205,7 +227,7 @@ fn meta_struct(args: &Args, item: &ItemEnum, resources: &[Resource]) -> TokenStr
             ) -> #krate::Result<LockOut>
             where #bounds
             {
-                self.engine.lock_isolate_with(&#resource.resource(), #options, #f).await
+                self.engine.lock_isolate_with(&#checked, #options, #f).await
             }
 
             #(#methods)*

@@ -191,10 +191,11 @@ fn check_unique_shapes(resources: &[Resource], errors: &mut Errors) {
 /// The generated method names (`lock_x`, `lock_x_with`, `lock_isolate_x`, ...)
 /// collide neither with each other nor with the generic `lock*` methods.
 fn check_unique_methods(resources: &[Resource], errors: &mut Errors) {
-    let mut taken: HashMap<String, String> = ["lock", "lock_with", "lock_isolate", "lock_isolate_with"]
-        .into_iter()
-        .map(|m| (m.to_owned(), "the generic method".to_owned()))
-        .collect();
+    let mut taken: HashMap<String, String> =
+        ["lock", "lock_with", "lock_isolate", "lock_isolate_with"]
+            .into_iter()
+            .map(|m| (m.to_owned(), "the generic method".to_owned()))
+            .collect();
     for resource in resources {
         for method in method_names(&resource.snake) {
             if let Some(owner) = taken.get(&method) {

@@ -24,7 +24,9 @@ impl Template {
             return Err("the resource is empty; give it a name such as \"user-{id}\"".to_owned());
         }
         let unbalanced = |at: usize, brace: char| {
-            format!("unbalanced `{brace}` at byte {at} of {text:?}; write placeholders as `{{field}}`")
+            format!(
+                "unbalanced `{brace}` at byte {at} of {text:?}; write placeholders as `{{field}}`"
+            )
         };
         let mut segments = Vec::new();
         let mut literal = String::new();
@@ -115,9 +117,7 @@ impl Template {
 
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c == '_' || c.is_alphabetic())
+    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
         && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
@@ -146,7 +146,9 @@ fn split_words(name: &str) -> Vec<String> {
         let next = chars.get(i + 1);
         let starts_word = c.is_uppercase()
             && prev.is_some_and(|p| {
-                p.is_lowercase() || p.is_numeric() || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase()))
+                p.is_lowercase()
+                    || p.is_numeric()
+                    || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase()))
             });
         if starts_word && !word.is_empty() {
             words.push(std::mem::take(&mut word));
@@ -181,7 +183,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_templates() {
-        for bad in ["", "a{", "a}", "{}", "a{b{c}}", "{a}{b}", "a b", "a\tb", "{1x}", "{{a}}"] {
+        for bad in [
+            "", "a{", "a}", "{}", "a{b{c}}", "{a}{b}", "a b", "a\tb", "{1x}", "{{a}}",
+        ] {
             assert!(Template::parse(bad).is_err(), "{bad:?}");
         }
     }

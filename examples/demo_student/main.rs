@@ -1,0 +1,76 @@
+//! The demo-student module, run as a newcomer's first program.
+//!
+//! ```text
+//! cargo run --example demo_student                     # in-process node, no Redis needed
+//! REDLOCK_NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
+//!     cargo run --example demo_student                 # the same on real Redis nodes
+//! ```
+//!
+//! Six concurrent requests: three visit user 42, one visits user 7, two use
+//! the `name` resource. Requests on one resource take turns; requests on
+//! different resources run side by side.
+
+mod student;
+
+use redlock::Redlock;
+use student::ControllerStudent;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let builder = Redlock::builder().app("demo");
+    let engine = match std::env::var("REDLOCK_NODES") {
+        Ok(nodes) => {
+            println!("nodes: {nodes}");
+            builder
+                .nodes(nodes.split(',').map(str::trim))
+                .build()
+                .await?
+        }
+        Err(_) => {
+            println!("nodes: in-process (set REDLOCK_NODES=redis://..,redis://.. for real Redis)");
+            builder.in_memory().build().await?
+        }
+    };
+    let controller = ControllerStudent::new(&engine);
+
+    let c = &controller;
+    let (a, b, c3, d, e, f) = tokio::join!(
+        c.visit(1, 42),
+        c.visit(2, 42),
+        c.visit(3, 42),
+        c.visit(4, 7),
+        c.rename(5),
+        c.rename(6),
+    );
+
+    println!("\ntimeline (ms since start; one column per resource):");
+    for event in controller.journal() {
+        let column = match event.resource.as_str() {
+            "user-42" => 0,
+            "user-7" => 1,
+            _ => 2,
+        };
+        let what = if event.enter { "enter" } else { "leave" };
+        println!(
+            "{:>6.1}  {:indent$}request {} {what} {}",
+            event.at.as_secs_f64() * 1000.0,
+            "",
+            event.request,
+            event.resource,
+            indent = column * 28
+        );
+    }
+    println!("\nresults:");
+    for (request, result) in [a, b, c3, d, e, f].into_iter().enumerate() {
+        println!("  request {}: {}", request + 1, result?);
+    }
+    println!(
+        "\nkey of user 42: {}",
+        controller_key(&engine, student::StudentLock::User { id: 42 })?
+    );
+    Ok(())
+}
+
+fn controller_key(engine: &Redlock, resource: student::StudentLock) -> redlock::Result<String> {
+    student::MetaRedlock::new(engine).key(&resource)
+}
