@@ -36,6 +36,7 @@ mod level;
 mod lock;
 mod node;
 mod options;
+mod pools;
 mod quorum;
 mod resource;
 mod scripts;
@@ -51,6 +52,7 @@ pub use options::{
     IsolateOptions, LockOptions, OnLoss, DEFAULT_DRIFT_FACTOR, DEFAULT_INSTANCE,
     DEFAULT_RETRY_DELAY, DEFAULT_RETRY_JITTER, DEFAULT_TTL, MAX_TTL,
 };
+pub use pools::LevelPools;
 pub use resource::{check_resource, MAX_RESOURCE_LEN};
 
 #[doc(hidden)]
