@@ -55,17 +55,12 @@ async fn a_majority_of_killed_nodes_fails_within_the_wait_bound_naming_the_nodes
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
-    let Error::QuorumUnreachable {
-        votes, answered, ..
-    } = &err
-    else {
+    let Error::QuorumUnreachable { votes, .. } = &err else {
         panic!("expected QuorumUnreachable, got {err}");
     };
-    assert_eq!(*answered, 1);
-    assert_eq!(votes.unreachable().count(), 2, "{err}");
-    for url in &dead {
-        assert!(err.to_string().contains(url.as_str()), "{err} names {url}");
-    }
+    // The live node may not have been awaited: two failures already decide.
+    let unreachable: Vec<&str> = votes.unreachable().map(|v| v.node.as_str()).collect();
+    assert_eq!(unreachable, dead, "{err}");
     assert!(
         elapsed >= Duration::from_secs(1),
         "kept trying for the wait bound"
