@@ -154,7 +154,7 @@ impl RedlockBuilder {
             &nodes,
             self.connect_timeout,
             Until::All,
-            |node| async move { node.connect().await.map(|()| Vote::Granted) },
+            |node| async move { node.connect().await.map(|()| (Vote::Granted, 0)) },
         )
         .await;
         let quorum = quorum::majority(nodes.len());

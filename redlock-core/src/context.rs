@@ -48,6 +48,11 @@ impl LockContext {
         self.held.validity()
     }
 
+    /// The fencing token of this lock (see [`Lock::fencing_token`](crate::Lock::fencing_token)).
+    pub fn fencing_token(&self) -> u64 {
+        self.held.fencing_token
+    }
+
     /// The resources held.
     pub fn resources(&self) -> &[String] {
         &self.held.resources
@@ -57,6 +62,7 @@ impl LockContext {
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.held
             .keys
+            .locks()
             .iter()
             .map(|k| k.as_str().unwrap_or_default())
     }

@@ -15,6 +15,7 @@ use crate::lock::{Held, Lock};
 use crate::node::Node;
 use crate::options::{IsolateOptions, LockOptions, OnLoss, Settings};
 use crate::quorum::{self, fan_out, Until};
+use crate::resource::LockKeys;
 use crate::{level, resource, value};
 
 /// Shared by an engine, its clones and every lock it hands out.
@@ -152,10 +153,7 @@ impl Redlock {
     pub async fn acquire(&self, resources: &[&str], options: LockOptions) -> Result<Lock> {
         let settings = options.or(&self.inner.defaults).resolve()?;
         let prefix = resource::key_prefix(&self.inner.app, &settings.instance);
-        let keys = resource::keys(&prefix, resources)?
-            .into_iter()
-            .map(Key::from)
-            .collect();
+        let keys = LockKeys::new(&prefix, resources, settings.fencing)?;
         let resources = resources.iter().map(|r| (*r).to_owned()).collect();
         acquire(&self.inner, resources, keys, settings).await
     }
@@ -194,7 +192,7 @@ impl Redlock {
 async fn acquire(
     engine: &Arc<Inner>,
     resources: Vec<String>,
-    keys: Vec<Key>,
+    keys: LockKeys,
     settings: Settings,
 ) -> Result<Lock> {
     let nodes = &engine.nodes;
@@ -216,30 +214,43 @@ async fn acquire(
             |node| {
                 let (keys, value) = (&keys, &value);
                 async move {
-                    node.acquire(keys, value, ttl_ms).await.map(|granted| {
-                        if granted {
-                            Vote::Granted
-                        } else {
-                            Vote::Held
-                        }
+                    let token = node
+                        .acquire(keys.all(), keys.lock_count(), value, ttl_ms)
+                        .await?;
+                    Ok(match token {
+                        Some(token) => (Vote::Granted, token),
+                        None => (Vote::Held, 0),
                     })
                 }
             },
         )
         .await;
         let tally = quorum::tally(&votes);
+        let token = if tally.granted >= engine.quorum {
+            settle_token(engine, &keys, &votes, settings.node_timeout).await
+        } else {
+            None
+        };
         // Validity counts from the start of this attempt, on the monotonic clock.
         // A quorum that answered too late for any validity is not a lock.
         let valid = settings.lease.validity(attempt_start.elapsed()).is_some();
-        if tally.granted >= engine.quorum && valid {
+        if let (Some(token), true) = (token, valid) {
             let deadline = attempt_start + settings.lease.ttl - settings.lease.drift;
-            let held = Held::new(engine.clone(), resources, keys, value, settings, deadline);
+            let held = Held::new(
+                engine.clone(),
+                resources,
+                keys,
+                value,
+                settings,
+                token,
+                deadline,
+            );
             return Ok(Lock::new(held));
         }
         // A failed attempt leaves nothing behind: every node that may hold our
         // value (granted, failed, timed out, not awaited) is told to drop it.
-        if votes.iter().any(|v| *v != Vote::Held) {
-            release_attempt(nodes, &keys, &value, settings.node_timeout).await;
+        if votes.iter().any(|(v, _)| *v != Vote::Held) {
+            release_attempt(nodes, keys.locks(), &value, settings.node_timeout).await;
         }
 
         let now = Instant::now();
@@ -287,9 +298,40 @@ async fn release_attempt(
     timeout: Duration,
 ) {
     fan_out(nodes, timeout, Until::All, |node| async move {
-        node.release(keys, value).await.map(|_| Vote::Granted)
+        node.release(keys, value).await.map(|_| (Vote::Granted, 0))
     })
     .await;
+}
+
+/// The fencing token of a granted attempt: the highest token among the
+/// granting nodes. When they all drew it, a majority already holds it;
+/// otherwise it is written back, and must reach a quorum before the lock is
+/// handed out, so that every later holder draws a larger one.
+async fn settle_token(
+    engine: &Inner,
+    keys: &LockKeys,
+    votes: &[quorum::Answer],
+    timeout: Duration,
+) -> Option<u64> {
+    let mut granted = votes.iter().filter(|(vote, _)| *vote == Vote::Granted);
+    let token = granted.clone().map(|(_, token)| *token).max().unwrap_or(0);
+    if keys.counters().is_empty() || granted.all(|(_, t)| *t == token) {
+        return Some(token);
+    }
+    let written = fan_out(
+        &engine.nodes,
+        timeout,
+        Until::Decided {
+            quorum: engine.quorum,
+        },
+        |node| async move {
+            node.fence(keys.counters(), token)
+                .await
+                .map(|()| (Vote::Granted, 0))
+        },
+    )
+    .await;
+    (quorum::tally(&written).granted >= engine.quorum).then_some(token)
 }
 
 /// The retry delay, plus or minus up to the jitter.

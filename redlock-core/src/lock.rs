@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::types::{Key, Value};
+use fred::types::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -14,14 +14,16 @@ use crate::engine::Inner;
 use crate::error::{Error, Result, Vote};
 use crate::options::Settings;
 use crate::quorum::{self, fan_out, Until};
+use crate::resource::LockKeys;
 
 /// The state of one held lock, shared by its guard, its contexts and its keep-alive task.
 pub(crate) struct Held {
     pub engine: Arc<Inner>,
     pub resources: Vec<String>,
-    pub keys: Vec<Key>,
+    pub keys: LockKeys,
     pub value: Value,
     pub settings: Settings,
+    pub fencing_token: u64,
     /// End of validity: after it, the lock may be someone else's.
     deadline: Mutex<Instant>,
     lost: watch::Sender<bool>,
@@ -32,9 +34,10 @@ impl Held {
     pub fn new(
         engine: Arc<Inner>,
         resources: Vec<String>,
-        keys: Vec<Key>,
+        keys: LockKeys,
         value: Value,
         settings: Settings,
+        fencing_token: u64,
         deadline: Instant,
     ) -> Held {
         Held {
@@ -43,6 +46,7 @@ impl Held {
             keys,
             value,
             settings,
+            fencing_token,
             deadline: Mutex::new(deadline),
             lost: watch::Sender::new(false),
             released: AtomicBool::new(false),
@@ -111,9 +115,9 @@ impl Held {
                 quorum: self.engine.quorum,
             },
             |node| async move {
-                node.extend(&self.keys, &self.value, lease.ttl_ms)
+                node.extend(self.keys.locks(), &self.value, lease.ttl_ms)
                     .await
-                    .map(|extended| if extended { Vote::Granted } else { Vote::Gone })
+                    .map(|extended| (if extended { Vote::Granted } else { Vote::Gone }, 0))
             },
         )
         .await;
@@ -149,13 +153,15 @@ impl Held {
             self.settings.node_timeout,
             Until::All,
             |node| async move {
-                node.release(&self.keys, &self.value).await.map(|deleted| {
+                let deleted = node.release(self.keys.locks(), &self.value).await?;
+                Ok((
                     if deleted > 0 {
                         Vote::Granted
                     } else {
                         Vote::Gone
-                    }
-                })
+                    },
+                    0,
+                ))
             },
         )
         .await;
@@ -206,6 +212,14 @@ impl Lock {
     /// True once the validity has run out or an extension found the lock gone.
     pub fn is_lost(&self) -> bool {
         self.held.is_lost()
+    }
+
+    /// The fencing token: larger than the token of every earlier holder of
+    /// any of these resources, while a majority of nodes keeps its data.
+    /// Pass it to the protected store, which should reject any write with a
+    /// token lower than the highest it has seen. 0 when fencing is off.
+    pub fn fencing_token(&self) -> u64 {
+        self.held.fencing_token
     }
 
     /// A context for code that runs under this lock.

@@ -60,6 +60,7 @@ pub struct LockOptions {
     pub(crate) node_timeout: Option<Duration>,
     pub(crate) instance: Option<String>,
     pub(crate) on_loss: Option<OnLoss>,
+    pub(crate) fencing: Option<bool>,
 }
 
 impl LockOptions {
@@ -120,6 +121,17 @@ impl LockOptions {
         self
     }
 
+    /// Whether the lock draws a fencing token (default `true`).
+    ///
+    /// A token costs one counter key per resource on each node, kept forever
+    /// (it must never go back). For an unbounded set of resources (one per
+    /// request id, say) where no store checks tokens, turn it off:
+    /// [`fencing_token`](crate::Lock::fencing_token) is then 0.
+    pub fn fencing(mut self, fencing: bool) -> Self {
+        self.fencing = Some(fencing);
+        self
+    }
+
     /// `self`, with every unset field taken from `defaults`.
     pub(crate) fn or(&self, defaults: &LockOptions) -> LockOptions {
         LockOptions {
@@ -131,6 +143,7 @@ impl LockOptions {
             node_timeout: self.node_timeout.or(defaults.node_timeout),
             instance: self.instance.clone().or_else(|| defaults.instance.clone()),
             on_loss: self.on_loss.or(defaults.on_loss),
+            fencing: self.fencing.or(defaults.fencing),
         }
     }
 
@@ -184,6 +197,7 @@ impl LockOptions {
             node_timeout,
             instance: instance.to_owned(),
             on_loss: self.on_loss.unwrap_or_default(),
+            fencing: self.fencing.unwrap_or(true),
         })
     }
 }
@@ -240,6 +254,7 @@ pub(crate) struct Settings {
     pub node_timeout: Duration,
     pub instance: String,
     pub on_loss: OnLoss,
+    pub fencing: bool,
 }
 
 impl Settings {

@@ -22,16 +22,20 @@ pub(crate) enum Until {
     All,
 }
 
-/// Runs `op` on every node at once, each bounded by `timeout`; votes are in node order.
+/// A node's vote, with the number its operation returned (a fencing token
+/// for acquire; 0 when there is none).
+pub(crate) type Answer = (Vote, u64);
+
+/// Runs `op` on every node at once, each bounded by `timeout`; answers are in node order.
 pub(crate) async fn fan_out<'a, F, Fut>(
     nodes: &'a [Node],
     timeout: Duration,
     until: Until,
     op: F,
-) -> Vec<Vote>
+) -> Vec<Answer>
 where
     F: Fn(&'a Node) -> Fut,
-    Fut: Future<Output = NodeResult<Vote>> + 'a,
+    Fut: Future<Output = NodeResult<Answer>> + 'a,
 {
     let mut pending: Vec<Pin<Box<_>>> = nodes
         .iter()
@@ -39,14 +43,14 @@ where
             let call = op(node);
             Box::pin(async move {
                 match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(vote)) => vote,
-                    Ok(Err(reason)) => Vote::Failed(reason),
-                    Err(_) => Vote::TimedOut(timeout),
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(reason)) => (Vote::Failed(reason), 0),
+                    Err(_) => (Vote::TimedOut(timeout), 0),
                 }
             })
         })
         .collect();
-    let mut votes: Vec<Option<Vote>> = vec![None; nodes.len()];
+    let mut votes: Vec<Option<Answer>> = vec![None; nodes.len()];
     poll_fn(|cx| {
         for (slot, call) in votes.iter_mut().zip(pending.iter_mut()) {
             if slot.is_none() {
@@ -64,21 +68,21 @@ where
     .await;
     votes
         .into_iter()
-        .map(|v| v.unwrap_or(Vote::Unanswered))
+        .map(|v| v.unwrap_or((Vote::Unanswered, 0)))
         .collect()
 }
 
-fn decided(votes: &[Option<Vote>], until: Until) -> bool {
+fn decided(votes: &[Option<Answer>], until: Until) -> bool {
     let Until::Decided { quorum } = until else {
         return false;
     };
     let granted = votes
         .iter()
-        .filter(|v| matches!(v, Some(Vote::Granted)))
+        .filter(|v| matches!(v, Some((Vote::Granted, _))))
         .count();
     let refused = votes
         .iter()
-        .filter(|v| matches!(v, Some(vote) if *vote != Vote::Granted))
+        .filter(|v| matches!(v, Some((vote, _)) if *vote != Vote::Granted))
         .count();
     granted >= quorum || refused > votes.len() - quorum
 }
@@ -94,25 +98,23 @@ pub(crate) struct Tally {
     pub failed: usize,
 }
 
-pub(crate) fn tally(votes: &[Vote]) -> Tally {
+pub(crate) fn tally(answers: &[Answer]) -> Tally {
+    let count = |wanted: fn(&Vote) -> bool| answers.iter().filter(|(v, _)| wanted(v)).count();
     Tally {
-        granted: votes.iter().filter(|v| **v == Vote::Granted).count(),
-        answered: votes.iter().filter(|v| v.is_answer()).count(),
-        gone: votes.iter().filter(|v| **v == Vote::Gone).count(),
-        failed: votes
-            .iter()
-            .filter(|v| matches!(v, Vote::Failed(_) | Vote::TimedOut(_)))
-            .count(),
+        granted: count(|v| *v == Vote::Granted),
+        answered: count(Vote::is_answer),
+        gone: count(|v| *v == Vote::Gone),
+        failed: count(|v| matches!(v, Vote::Failed(_) | Vote::TimedOut(_))),
     }
 }
 
 /// Pairs votes with node names, for an error message.
-pub(crate) fn named(nodes: &[Node], votes: Vec<Vote>) -> Votes {
+pub(crate) fn named(nodes: &[Node], answers: Vec<Answer>) -> Votes {
     Votes(
         nodes
             .iter()
-            .zip(votes)
-            .map(|(node, vote)| NodeVote {
+            .zip(answers)
+            .map(|(node, (vote, _))| NodeVote {
                 node: node.name.clone(),
                 vote,
             })
@@ -135,8 +137,8 @@ mod tests {
     #[test]
     fn decided_as_soon_as_quorum_is_known() {
         let q = Until::Decided { quorum: 2 };
-        let g = Some(Vote::Granted);
-        let h = Some(Vote::Held);
+        let g = Some((Vote::Granted, 0));
+        let h = Some((Vote::Held, 0));
         assert!(!decided(&[g.clone(), None, None], q));
         assert!(decided(&[g.clone(), g.clone(), None], q));
         assert!(!decided(&[h.clone(), None, None], q));

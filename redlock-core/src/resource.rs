@@ -99,9 +99,66 @@ pub(crate) fn check_segment(option: &'static str, value: &str) -> Result<()> {
     Err(Error::InvalidOptions { option, reason })
 }
 
+const LOCK_PREFIX: &str = "redlock_";
+const FENCE_PREFIX: &str = "redlock-fence_";
+
 /// `redlock_{app}:{instance}:`, the part of the key shared by all resources of an instance.
 pub(crate) fn key_prefix(app: &str, instance: &str) -> String {
-    format!("redlock_{app}:{instance}:")
+    format!("{LOCK_PREFIX}{app}:{instance}:")
+}
+
+/// The fencing counter of a lock key: `redlock-fence_{app}:{instance}:{resource}`.
+/// Its own prefix keeps it apart from every lock key, whatever the resource.
+pub(crate) fn fence_key(lock_key: &str) -> String {
+    let rest = lock_key.strip_prefix(LOCK_PREFIX).unwrap_or(lock_key);
+    let mut key = String::with_capacity(FENCE_PREFIX.len() + rest.len());
+    key.push_str(FENCE_PREFIX);
+    key.push_str(rest);
+    key
+}
+
+/// The keys of one lock: its lock keys, then (when fencing) their counters,
+/// in one vector so that a single script call covers all of them.
+pub(crate) struct LockKeys {
+    all: Vec<fred::types::Key>,
+    locks: usize,
+}
+
+impl LockKeys {
+    /// The keys of `resources` under `prefix`, with fencing counters if `fencing`.
+    pub fn new(prefix: &str, resources: &[&str], fencing: bool) -> Result<LockKeys> {
+        let locks = keys(prefix, resources)?;
+        let count = locks.len();
+        let counters: Vec<String> = if fencing {
+            locks.iter().map(|key| fence_key(key)).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(LockKeys {
+            all: locks.into_iter().chain(counters).map(Into::into).collect(),
+            locks: count,
+        })
+    }
+
+    /// Lock keys and counters, for the acquire script.
+    pub fn all(&self) -> &[fred::types::Key] {
+        &self.all
+    }
+
+    /// How many of [`all`](Self::all) are lock keys.
+    pub fn lock_count(&self) -> usize {
+        self.locks
+    }
+
+    /// The lock keys alone, for extend and release.
+    pub fn locks(&self) -> &[fred::types::Key] {
+        &self.all[..self.locks]
+    }
+
+    /// The fencing counters (empty without fencing).
+    pub fn counters(&self) -> &[fred::types::Key] {
+        &self.all[self.locks..]
+    }
 }
 
 /// Checks the resources of one lock and turns them into keys.
@@ -148,6 +205,10 @@ mod tests {
         assert_eq!(
             keys(&prefix, &["demo-student.user-1"]).unwrap(),
             ["redlock_shop:~:demo-student.user-1"]
+        );
+        assert_eq!(
+            fence_key("redlock_shop:~:demo-student.user-1"),
+            "redlock-fence_shop:~:demo-student.user-1"
         );
     }
 

@@ -2,15 +2,44 @@
 //! `KEYS` and the lock value as `ARGV[1]`, so one call covers a
 //! multi-resource lock atomically on that node.
 
-/// Takes every key, or none: returns 1 when all keys are free (or already
-/// ours, which makes a resent command harmless), 0 when any is held by another.
+/// Takes every lock key, or none, and draws a fencing token.
+///
+/// `KEYS`: the lock keys, then (when fencing) one counter key per lock key.
+/// `ARGV`: the value, the TTL in ms, the number of lock keys.
+/// Returns -1 when a lock key is held by another; otherwise the fencing
+/// token: one more than the highest counter of the lock's resources, written
+/// to all of them (0 without counters). Keys already holding our value count
+/// as free, which makes a resent command harmless.
 pub(crate) const ACQUIRE: &str = r#"
-for _, key in ipairs(KEYS) do
-  local held = redis.call('GET', key)
-  if held and held ~= ARGV[1] then return 0 end
+local locks = tonumber(ARGV[3])
+for i = 1, locks do
+  local held = redis.call('GET', KEYS[i])
+  if held and held ~= ARGV[1] then return -1 end
 end
+for i = 1, locks do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+if #KEYS == locks then return 0 end
+local token = 0
+for i = locks + 1, #KEYS do
+  local counter = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if counter > token then token = counter end
+end
+token = token + 1
+for i = locks + 1, #KEYS do
+  redis.call('SET', KEYS[i], token)
+end
+return token
+"#;
+
+/// Raises every counter in `KEYS` to at least `ARGV[1]`: the write-back that
+/// makes a token known to a majority when the quorum's counters disagreed.
+pub(crate) const FENCE: &str = r#"
+local token = tonumber(ARGV[1])
 for _, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  if tonumber(redis.call('GET', key) or '0') < token then
+    redis.call('SET', key, ARGV[1])
+  end
 end
 return 1
 "#;

@@ -19,6 +19,8 @@ pub(crate) struct MemoryNode {
 #[derive(Default)]
 struct Entries {
     held: HashMap<Key, Entry>,
+    /// Fencing counters: they never expire, like the Redis counter keys.
+    counters: HashMap<Key, u64>,
     /// Operations since expired entries were last swept out.
     since_sweep: usize,
 }
@@ -29,7 +31,8 @@ struct Entry {
 }
 
 impl MemoryNode {
-    pub fn acquire(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> bool {
+    pub fn acquire(&self, keys: &[Key], locks: usize, value: &Value, ttl_ms: u64) -> Option<u64> {
+        let (keys, counters) = keys.split_at(locks.min(keys.len()));
         let mut entries = self.lock();
         let now = Instant::now();
         let taken = keys.iter().any(|key| {
@@ -38,7 +41,7 @@ impl MemoryNode {
                 .is_some_and(|entry| entry.value != *value)
         });
         if taken {
-            return false;
+            return None;
         }
         let expires = now + Duration::from_millis(ttl_ms);
         for key in keys {
@@ -50,7 +53,20 @@ impl MemoryNode {
                 },
             );
         }
-        true
+        if counters.is_empty() {
+            return Some(0);
+        }
+        let token = 1 + counters
+            .iter()
+            .map(|key| entries.counters.get(key).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        entries.raise(counters, token);
+        Some(token)
+    }
+
+    pub fn fence(&self, counters: &[Key], token: u64) {
+        self.lock().raise(counters, token);
     }
 
     pub fn extend(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> bool {
@@ -97,6 +113,13 @@ impl MemoryNode {
 }
 
 impl Entries {
+    fn raise(&mut self, counters: &[Key], token: u64) {
+        for key in counters {
+            let counter = self.counters.entry(key.clone()).or_default();
+            *counter = (*counter).max(token);
+        }
+    }
+
     /// The entry of `key` unless it has expired.
     fn live(&self, key: &Key, now: Instant) -> Option<&Entry> {
         self.held.get(key).filter(|entry| entry.expires > now)
@@ -126,16 +149,38 @@ mod tests {
     async fn behaves_like_the_scripts() {
         let node = MemoryNode::default();
         let (a, b) = (Value::from("a"), Value::from("b"));
-        assert!(node.acquire(&keys(&["x", "y"]), &a, 100));
-        assert!(!node.acquire(&keys(&["y", "z"]), &b, 100), "all or nothing");
-        assert!(
-            node.acquire(&keys(&["z"]), &b, 100),
-            "z was not taken by the failed attempt"
+        assert_eq!(
+            node.acquire(&keys(&["x", "y", "fx", "fy"]), 2, &a, 100),
+            Some(1)
         );
-        assert!(
-            node.acquire(&keys(&["x"]), &a, 100),
-            "re-acquiring our own value is harmless"
+        assert_eq!(
+            node.acquire(&keys(&["y", "z"]), 2, &b, 100),
+            None,
+            "all or nothing"
         );
+        assert_eq!(
+            node.acquire(&keys(&["z", "fz"]), 1, &b, 100),
+            Some(1),
+            "z was left free"
+        );
+        assert_eq!(
+            node.acquire(&keys(&["x", "fx"]), 1, &a, 100),
+            Some(2),
+            "our own value: harmless"
+        );
+        assert_eq!(
+            node.acquire(&keys(&["w", "fx", "fz"]), 1, &b, 100),
+            Some(3),
+            "highest counter + 1"
+        );
+        node.fence(&keys(&["fz"]), 10);
+        node.fence(&keys(&["fz"]), 5);
+        assert_eq!(
+            node.acquire(&keys(&["z", "fz"]), 1, &b, 100),
+            Some(11),
+            "fence only raises"
+        );
+
         assert_eq!(
             node.release(&keys(&["x", "z"]), &a),
             1,
@@ -145,8 +190,16 @@ mod tests {
         assert!(!node.extend(&keys(&["y", "z"]), &a, 1_000), "z is not ours");
 
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(node.acquire(&keys(&["z"]), &a, 100), "b's z expired");
-        assert!(!node.acquire(&keys(&["y"]), &b, 100), "y was extended");
+        assert_eq!(
+            node.acquire(&keys(&["z"]), 1, &a, 100),
+            Some(0),
+            "b's z expired"
+        );
+        assert_eq!(
+            node.acquire(&keys(&["y"]), 1, &b, 100),
+            None,
+            "y was extended"
+        );
         tokio::time::advance(Duration::from_millis(600)).await;
         assert!(!node.extend(&keys(&["y"]), &a, 1_000), "y expired");
         assert_eq!(node.release(&keys(&["y"]), &a), 0);
@@ -157,7 +210,7 @@ mod tests {
         let node = MemoryNode::default();
         let v = Value::from("v");
         for i in 0..1_000 {
-            node.acquire(&keys(&[&format!("k{i}")]), &v, 0);
+            node.acquire(&keys(&[&format!("k{i}")]), 1, &v, 0);
         }
         let left = node.lock().held.len();
         assert!(left < 10, "{left} expired entries kept");

@@ -66,11 +66,31 @@ impl Node {
         }
     }
 
-    /// Takes all `keys` for `value` for `ttl_ms`: true when granted, false when held by another.
-    pub async fn acquire(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
+    /// Takes the first `locks` of `keys` for `value` for `ttl_ms`, all or
+    /// none; the other keys are the resources' fencing counters. Returns
+    /// `None` when a lock key is held by another, else the node's fencing
+    /// token (0 without counters).
+    pub async fn acquire(
+        &self,
+        keys: &[Key],
+        locks: usize,
+        value: &Value,
+        ttl_ms: u64,
+    ) -> NodeResult<Option<u64>> {
         match &self.backend {
-            Backend::Redis(node) => node.acquire(keys, value, ttl_ms).await,
-            Backend::Memory(node) => Ok(node.acquire(keys, value, ttl_ms)),
+            Backend::Redis(node) => node.acquire(keys, locks, value, ttl_ms).await,
+            Backend::Memory(node) => Ok(node.acquire(keys, locks, value, ttl_ms)),
+        }
+    }
+
+    /// Raises the fencing `counters` to at least `token`.
+    pub async fn fence(&self, counters: &[Key], token: u64) -> NodeResult<()> {
+        match &self.backend {
+            Backend::Redis(node) => node.fence(counters, token).await,
+            Backend::Memory(node) => {
+                node.fence(counters, token);
+                Ok(())
+            }
         }
     }
 

@@ -21,6 +21,7 @@ struct Scripts {
     acquire: Script,
     extend: Script,
     release: Script,
+    fence: Script,
 }
 
 impl RedisNode {
@@ -50,6 +51,7 @@ impl RedisNode {
                 acquire: Script::from_lua(scripts::ACQUIRE),
                 extend: Script::from_lua(scripts::EXTEND),
                 release: Script::from_lua(scripts::RELEASE),
+                fence: Script::from_lua(scripts::FENCE),
             },
         })
     }
@@ -61,6 +63,7 @@ impl RedisNode {
             &self.scripts.acquire,
             &self.scripts.extend,
             &self.scripts.release,
+            &self.scripts.fence,
         ] {
             script.load(&self.client).await.map_err(describe)?;
         }
@@ -72,17 +75,31 @@ impl RedisNode {
         let _ = self.client.quit().await;
     }
 
-    /// Takes all `keys` for `value` for `ttl_ms`: true when granted, false when held by another.
-    pub async fn acquire(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
-        let args = vec![value.clone(), ttl_arg(ttl_ms)];
+    /// See [`Node::acquire`](super::Node::acquire).
+    pub async fn acquire(
+        &self,
+        keys: &[Key],
+        locks: usize,
+        value: &Value,
+        ttl_ms: u64,
+    ) -> NodeResult<Option<u64>> {
+        let args = vec![value.clone(), int_arg(ttl_ms), int_arg(locks as u64)];
         self.run(&self.scripts.acquire, keys, args)
             .await
-            .map(|n| n == 1)
+            .map(|token| u64::try_from(token).ok())
+    }
+
+    /// See [`Node::fence`](super::Node::fence).
+    pub async fn fence(&self, counters: &[Key], token: u64) -> NodeResult<()> {
+        let args = vec![int_arg(token)];
+        self.run(&self.scripts.fence, counters, args)
+            .await
+            .map(drop)
     }
 
     /// Resets the TTL of all `keys` if they all hold `value`: false when any is gone.
     pub async fn extend(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
-        let args = vec![value.clone(), ttl_arg(ttl_ms)];
+        let args = vec![value.clone(), int_arg(ttl_ms)];
         self.run(&self.scripts.extend, keys, args)
             .await
             .map(|n| n == 1)
@@ -119,8 +136,8 @@ impl RedisNode {
     }
 }
 
-fn ttl_arg(ttl_ms: u64) -> Value {
-    Value::Integer(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+fn int_arg(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// A node error as the user should read it, with a hint for the known traps.
