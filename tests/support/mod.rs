@@ -9,6 +9,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod checker;
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -30,11 +33,23 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     paused: bool,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
-    /// Starts a server on a free loopback port.
+    /// Starts a server on a free loopback port, without persistence.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a server that writes every change to its append-only file
+    /// before answering (`appendfsync always`): a restart keeps its keys.
+    pub fn start_persistent() -> RedisServer {
+        RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// Starts a server with extra command-line settings (e.g. TLS, ACL users).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "redlock-test-{}-{}",
             std::process::id(),
@@ -49,6 +64,7 @@ impl RedisServer {
                 dir: dir.clone(),
                 child: None,
                 paused: false,
+                extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             };
             if server.spawn() {
                 return server;
@@ -60,6 +76,16 @@ impl RedisServer {
     /// `redis://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's own directory (for TLS files and the like).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The pid of the running process.
@@ -96,7 +122,8 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port (empty: the tests run without persistence).
+    /// Starts the server again on the same port, as a crash and restart
+    /// would: a persistent server comes back with its keys, others empty.
     pub fn restart(&mut self) {
         self.kill();
         let deadline = Instant::now() + START_TIMEOUT;
@@ -108,6 +135,17 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Starts the server again with its data files deleted: a node that lost its disk.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        for name in ["appendonlydir", "dump.rdb"] {
+            let path = self.dir.join(name);
+            let _ = std::fs::remove_dir_all(&path);
+            let _ = std::fs::remove_file(&path);
+        }
+        self.restart();
     }
 
     /// A plain client connected to this server, to look at or change keys behind the engine's back.
@@ -123,6 +161,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no", "--daemonize", "no"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
@@ -247,8 +286,14 @@ fn ping(port: u16) -> bool {
     if stream.write_all(b"PING\r\n").is_err() {
         return false;
     }
+    // A server that wants a password is up too.
     let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    stream.read_exact(&mut reply).is_ok() && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
+}
+
+/// A free loopback port (for a second listener, e.g. TLS).
+pub fn spare_port() -> u16 {
+    free_port()
 }
 
 fn pid_dir() -> Option<PathBuf> {

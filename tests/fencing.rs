@@ -1,0 +1,182 @@
+//! Fencing tokens on real redis-server nodes: strictly increasing across
+//! contention, node kills and restarts; written back when nodes disagree;
+//! enforced by a protected store against a holder that paused too long.
+
+#[path = "../examples/fenced_store/store.rs"]
+mod store;
+mod support;
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use redlock::{LockOptions, Redlock};
+use support::checker::Checker;
+use support::{quick, Nodes, RedisServer};
+
+/// `rounds` locks of `resource` by each of `workers` tasks spread over `engines`.
+async fn contend(
+    engines: &[Redlock],
+    workers: usize,
+    rounds: usize,
+    resource: &str,
+    checker: &Checker,
+) {
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let engine = engines[worker % engines.len()].clone();
+        let (checker, resource) = (checker.clone(), resource.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let (checker, resource) = (&checker, resource.as_str());
+            for _ in 0..rounds {
+                engine
+                    .lock(resource, |ctx| async move {
+                        let _hold = checker.begin(resource, ctx.fencing_token(), worker);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    })
+                    .await
+                    .expect("lock within the wait bound");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_increase_across_contention_kills_and_restarts() {
+    let mut nodes = Nodes {
+        servers: (0..3).map(|_| RedisServer::start_persistent()).collect(),
+    };
+    let engines = [
+        nodes.engine("t", quick()).await,
+        nodes.engine("t", quick()).await,
+    ];
+    let checker = Checker::default();
+
+    contend(&engines, 4, 10, "r", &checker).await;
+    nodes.servers[0].kill();
+    contend(&engines, 4, 10, "r", &checker).await;
+    nodes.servers[0].restart(); // comes back with its keys (appendfsync always)
+    contend(&engines, 4, 10, "r", &checker).await;
+    nodes.servers[1].restart();
+    contend(&engines, 4, 10, "r", &checker).await;
+    nodes.servers[2].kill();
+    contend(&engines, 4, 10, "r", &checker).await;
+
+    let summary = checker.check();
+    assert_eq!(summary.total(), 200);
+    let mut tokens: Vec<u64> = checker.holds().iter().map(|h| h.token).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 200, "every hold had its own token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_nodes_disagree_on_is_written_back_to_a_majority() {
+    let nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let counter = "redlock-fence_t:~:w";
+    for (server, value) in nodes.servers.iter().zip([100, 50, 7]) {
+        let client = server.client().await;
+        let _: () = client.set(counter, value, None, None, false).await.unwrap();
+    }
+    let lock = engine
+        .acquire(&["w"], LockOptions::default())
+        .await
+        .unwrap();
+    let token = lock.fencing_token();
+    assert!(
+        token > 7,
+        "one more than the highest counter of the granting nodes: {token}"
+    );
+    let counters = nodes.values(counter).await;
+    let at_least = counters
+        .iter()
+        .filter(|c| c.as_deref().and_then(|c| c.parse::<u64>().ok()) >= Some(token))
+        .count();
+    assert!(at_least >= 2, "a majority knows {token}: {counters:?}");
+    lock.release().await.unwrap();
+
+    let next = engine
+        .acquire(&["w"], LockOptions::default())
+        .await
+        .unwrap();
+    assert!(next.fencing_token() > token);
+    next.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_resource_locks_outrank_every_earlier_holder_of_each_resource() {
+    let nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let mut last = 0;
+    for _ in 0..5 {
+        let lock = engine
+            .acquire(&["a"], LockOptions::default())
+            .await
+            .unwrap();
+        last = lock.fencing_token();
+        lock.release().await.unwrap();
+    }
+    let both = engine
+        .acquire(&["b", "a"], LockOptions::default())
+        .await
+        .unwrap();
+    assert!(both.fencing_token() > last);
+    let both_token = both.fencing_token();
+    both.release().await.unwrap();
+    let b = engine
+        .acquire(&["b"], LockOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        b.fencing_token() > both_token,
+        "b's counter was raised with a's"
+    );
+    b.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_writing_late_is_rejected_by_the_store() {
+    let nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let store = store::FencedStore::default();
+    let short = LockOptions::default().ttl(Duration::from_millis(300));
+
+    let a = engine.acquire(&["invoice"], short.clone()).await.unwrap();
+    store.write("invoice", a.fencing_token(), "by A").unwrap();
+    // A is paused past its validity (no extension happens while it sleeps).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(a.is_lost());
+
+    let b = engine
+        .acquire(&["invoice"], short.wait(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(b.fencing_token() > a.fencing_token());
+    store.write("invoice", b.fencing_token(), "by B").unwrap();
+
+    let late = store
+        .write("invoice", a.fencing_token(), "late by A")
+        .unwrap_err();
+    assert_eq!(late.highest, b.fencing_token());
+    assert_eq!(store.read("invoice").as_deref(), Some("by B"));
+    b.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_can_be_turned_off() {
+    let nodes = Nodes::start(1);
+    let engine = nodes.engine("t", quick().fencing(false)).await;
+    let token = engine
+        .lock("nf", |ctx| async move { ctx.fencing_token() })
+        .await
+        .unwrap();
+    assert_eq!(token, 0);
+    assert_eq!(
+        nodes.values("redlock-fence_t:~:nf").await,
+        [None],
+        "no counter key"
+    );
+}

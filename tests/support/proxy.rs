@@ -1,0 +1,131 @@
+//! A TCP proxy in front of a node, to slow, silence or cut its traffic.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
+
+/// What the proxy does with the bytes it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward at once.
+    Pass,
+    /// Forward each chunk after this delay (added latency, in both directions).
+    Delay(Duration),
+    /// Read and drop everything: the node seems to hang.
+    Blackhole,
+}
+
+struct State {
+    mode: Mutex<Mode>,
+    /// Refuse new connections (close them at once).
+    refuse: Mutex<bool>,
+    pumps: Mutex<Vec<AbortHandle>>,
+}
+
+/// A proxy on a free loopback port, forwarding to `127.0.0.1:{target}`.
+pub struct Proxy {
+    port: u16,
+    state: Arc<State>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts forwarding to `target`.
+    pub async fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State {
+            mode: Mutex::new(Mode::Pass),
+            refuse: Mutex::new(false),
+            pumps: Mutex::new(Vec::new()),
+        });
+        let accept = tokio::spawn(accept_loop(listener, target, state.clone()));
+        Proxy {
+            port,
+            state,
+            accept,
+        }
+    }
+
+    /// `redis://127.0.0.1:{proxy port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Changes what happens to traffic from now on.
+    pub fn set(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// Closes every open connection, and refuses new ones until [`heal`](Proxy::heal).
+    pub fn cut(&self) {
+        *self.state.refuse.lock().unwrap() = true;
+        for pump in self.state.pumps.lock().unwrap().drain(..) {
+            pump.abort();
+        }
+    }
+
+    /// Accepts connections and forwards at once again.
+    pub fn heal(&self) {
+        *self.state.refuse.lock().unwrap() = false;
+        self.set(Mode::Pass);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, target: u16, state: Arc<State>) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        if *state.refuse.lock().unwrap() {
+            drop(client);
+            continue;
+        }
+        let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+            continue;
+        };
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        let up = tokio::spawn(pump(client_read, server_write, state.clone()));
+        let down = tokio::spawn(pump(server_read, client_write, state.clone()));
+        let mut pumps = state.pumps.lock().unwrap();
+        pumps.retain(|p| !p.is_finished());
+        pumps.push(up.abort_handle());
+        pumps.push(down.abort_handle());
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<State>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mode = *state.mode.lock().unwrap();
+        match mode {
+            Mode::Pass => {}
+            Mode::Delay(delay) => tokio::time::sleep(delay).await,
+            Mode::Blackhole => continue,
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
