@@ -36,6 +36,8 @@ pub struct RedlockBuilder {
     connect_timeout: Duration,
     require_all_nodes: bool,
     in_memory: bool,
+    #[cfg(feature = "tls")]
+    tls: Option<fred::types::config::TlsConnector>,
 }
 
 impl Default for RedlockBuilder {
@@ -47,6 +49,8 @@ impl Default for RedlockBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             require_all_nodes: true,
             in_memory: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -76,6 +80,14 @@ impl RedlockBuilder {
     /// tasks of this process, not other processes.
     pub fn in_memory(mut self) -> Self {
         self.in_memory = true;
+        self
+    }
+
+    /// The TLS connector for `rediss://` nodes, e.g. one that trusts your own
+    /// CA (default: the system's root certificates).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, connector: crate::tls::TlsConnector) -> Self {
+        self.tls = Some(connector);
         self
     }
 
@@ -142,6 +154,8 @@ impl RedlockBuilder {
         }
         let settings = ConnectSettings {
             connect_timeout: self.connect_timeout,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
         };
         let nodes = self
             .urls

@@ -55,6 +55,14 @@ pub use options::{
 pub use pools::LevelPools;
 pub use resource::{check_resource, MAX_RESOURCE_LEN};
 
+/// TLS for `rediss://` nodes (feature `tls`): build a connector from a
+/// rustls `ClientConfig` and pass it to [`RedlockBuilder::tls`].
+#[cfg(feature = "tls")]
+pub mod tls {
+    pub use fred::rustls;
+    pub use fred::types::config::TlsConnector;
+}
+
 #[doc(hidden)]
 pub mod __private {
     //! Used by the code `#[meta_redlock]` generates; not a public API.

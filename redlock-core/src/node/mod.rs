@@ -18,6 +18,9 @@ pub(crate) type NodeResult<T> = Result<T, String>;
 /// Connection settings shared by all nodes of an engine.
 pub(crate) struct ConnectSettings {
     pub connect_timeout: Duration,
+    /// The TLS connector for `rediss://` nodes (default: the system's roots).
+    #[cfg(feature = "tls")]
+    pub tls: Option<fred::types::config::TlsConnector>,
 }
 
 /// One lock node, with the name it goes by in errors.

@@ -27,12 +27,23 @@ struct Scripts {
 impl RedisNode {
     /// Parses `url` and builds a client for it, without connecting.
     pub fn new(url: &str, settings: &ConnectSettings) -> Result<RedisNode, String> {
-        let config = Config::from_url(url).map_err(|e| {
+        let tls = url.starts_with("rediss:");
+        if tls && cfg!(not(feature = "tls")) {
+            return Err(
+                "rediss:// needs TLS support: enable the `tls` feature of redlock-core".to_owned(),
+            );
+        }
+        #[allow(unused_mut)]
+        let mut config = Config::from_url(url).map_err(|e| {
             format!(
                 "{}; write it as redis://[user:password@]host:port[/db]",
                 e.details()
             )
         })?;
+        #[cfg(feature = "tls")]
+        if let (true, Some(connector)) = (tls, &settings.tls) {
+            config.tls = Some(connector.clone().into());
+        }
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = settings.connect_timeout;
