@@ -41,8 +41,9 @@ async fn password_auth_works_and_a_wrong_password_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_least_privilege_acl_user_is_enough() {
-    // The lock needs its own key patterns, the connection commands, the
-    // script commands, and the commands its scripts run.
+    // The lock needs its own key and channel patterns, the connection
+    // commands, the script commands, the commands its scripts run, and
+    // pub/sub for release notifications.
     let server = RedisServer::start_with(&[
         "--user",
         "default",
@@ -53,6 +54,7 @@ async fn a_least_privilege_acl_user_is_enough() {
         ">locker-pw",
         "~redlock_*",
         "~redlock-fence_*",
+        "&redlock_*",
         "+@connection",
         "+eval",
         "+evalsha",
@@ -61,6 +63,9 @@ async fn a_least_privilege_acl_user_is_enough() {
         "+set",
         "+del",
         "+pexpire",
+        "+publish",
+        "+subscribe",
+        "+unsubscribe",
     ]);
     let url = format!("redis://locker:locker-pw@127.0.0.1:{}", server.port());
     let engine = Redlock::builder()

@@ -8,6 +8,7 @@ use crate::node::{ConnectSettings, Node};
 use crate::options::{invalid, LockOptions};
 use crate::quorum::{self, fan_out, Until};
 use crate::resource;
+use crate::wakeup::Wakeup;
 
 /// The app name in keys when none is given.
 pub const DEFAULT_APP: &str = "app";
@@ -127,6 +128,8 @@ impl RedlockBuilder {
                 app: self.app,
                 defaults: self.defaults,
                 warnings: Vec::new(),
+                wakeup: Wakeup::new(Vec::new()),
+                listeners: Vec::new(),
             }));
         }
         if self.urls.is_empty() {
@@ -183,12 +186,16 @@ impl RedlockBuilder {
             }
             return Err(Error::Unreachable { failures });
         }
+        let wakeup = Wakeup::new(nodes.iter().filter_map(Node::subscriber).collect());
+        let listeners = wakeup.listen();
         Ok(Redlock::from_inner(Inner {
             nodes,
             quorum,
             app: self.app,
             defaults: self.defaults,
             warnings,
+            wakeup,
+            listeners,
         }))
     }
 }

@@ -16,6 +16,7 @@ use crate::node::Node;
 use crate::options::{IsolateOptions, LockOptions, OnLoss, Settings};
 use crate::quorum::{self, fan_out, Until};
 use crate::resource::LockKeys;
+use crate::wakeup::{Wakeup, Watch};
 use crate::{level, resource, value};
 
 /// Shared by an engine, its clones and every lock it hands out.
@@ -25,10 +26,16 @@ pub(crate) struct Inner {
     pub app: String,
     pub defaults: LockOptions,
     pub warnings: Vec<String>,
+    pub wakeup: Arc<Wakeup>,
+    /// The release-notification listeners, one per node.
+    pub listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        for listener in &self.listeners {
+            listener.abort();
+        }
         // Close the connections of an engine nobody uses any more.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -200,8 +207,11 @@ async fn acquire(
     let give_up_at = settings.wait.and_then(|wait| started.checked_add(wait));
     let mut unreachable_since: Option<Instant> = None;
     let mut attempts = 0u32;
+    // Set up after the first attempt lost to another holder.
+    let mut watch: Option<Watch> = None;
     loop {
         attempts += 1;
+        let releases_before = watch.as_ref().map(Watch::releases);
         let attempt_start = Instant::now();
         let value = value::fresh();
         let ttl_ms = settings.lease.ttl_ms;
@@ -251,6 +261,7 @@ async fn acquire(
         // value (granted, failed, timed out, not awaited) is told to drop it.
         if votes.iter().any(|(v, _)| *v != Vote::Held) {
             release_attempt(nodes, keys.locks(), &value, settings.node_timeout).await;
+            engine.wakeup.wake_keys(keys.locks());
         }
 
         let now = Instant::now();
@@ -286,7 +297,26 @@ async fn acquire(
         if let Some(at) = give_up_at {
             retry_at = retry_at.min(at);
         }
-        tokio::time::sleep_until(retry_at).await;
+        if tally.failed == 0 && watch.is_none() {
+            watch = Some(engine.wakeup.watch(keys.locks()));
+        }
+        match (&watch, releases_before) {
+            // Retry when the holder releases, or at the timer if that news is lost.
+            (Some(watch), Some(seen)) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(retry_at) => {}
+                    () = watch.released_since(seen) => {}
+                }
+            }
+            (Some(watch), None) => {
+                let seen = watch.releases();
+                tokio::select! {
+                    () = tokio::time::sleep_until(retry_at) => {}
+                    () = watch.released_since(seen) => {}
+                }
+            }
+            (None, _) => tokio::time::sleep_until(retry_at).await,
+        }
     }
 }
 

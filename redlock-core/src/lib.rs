@@ -41,6 +41,7 @@ mod quorum;
 mod resource;
 mod scripts;
 mod value;
+mod wakeup;
 
 pub use builder::{RedlockBuilder, DEFAULT_APP, DEFAULT_CONNECT_TIMEOUT};
 pub use context::LockContext;

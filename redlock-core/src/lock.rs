@@ -165,6 +165,7 @@ impl Held {
             },
         )
         .await;
+        self.engine.wakeup.wake_keys(self.keys.locks());
         let tally = quorum::tally(&votes);
         if tally.answered >= self.engine.quorum {
             return Ok(());

@@ -56,12 +56,15 @@ end
 return 1
 "#;
 
-/// Deletes the keys that hold our value, never a foreign one: returns how many were deleted.
+/// Deletes the keys that hold our value, never a foreign one, and announces
+/// each on the channel of the same name so that waiters retry at once.
+/// Returns how many were deleted.
 pub(crate) const RELEASE: &str = r#"
 local deleted = 0
 for _, key in ipairs(KEYS) do
   if redis.call('GET', key) == ARGV[1] then
     redis.call('DEL', key)
+    redis.call('PUBLISH', key, '')
     deleted = deleted + 1
   end
 end

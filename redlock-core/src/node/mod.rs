@@ -56,6 +56,14 @@ impl Node {
         }
     }
 
+    /// The pub/sub connection of a Redis node, for release notifications.
+    pub fn subscriber(&self) -> Option<fred::clients::SubscriberClient> {
+        match &self.backend {
+            Backend::Redis(node) => Some(node.subscriber.clone()),
+            Backend::Memory(_) => None,
+        }
+    }
+
     pub async fn connect(&self) -> NodeResult<()> {
         match &self.backend {
             Backend::Redis(node) => node.connect().await,

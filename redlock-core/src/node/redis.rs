@@ -1,7 +1,7 @@
 //! A Redis node: an independent server reached through its own fred client,
 //! running the lock scripts.
 
-use fred::clients::Client;
+use fred::clients::{Client, SubscriberClient};
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, LuaInterface};
 use fred::types::config::{Config, ReconnectPolicy};
@@ -14,6 +14,8 @@ use crate::scripts;
 /// A Redis server as a lock node.
 pub(crate) struct RedisNode {
     client: Client,
+    /// A second connection, for release notifications (see `wakeup`).
+    pub subscriber: SubscriberClient,
     scripts: Scripts,
 }
 
@@ -44,7 +46,8 @@ impl RedisNode {
         if let (true, Some(connector)) = (tls, &settings.tls) {
             config.tls = Some(connector.clone().into());
         }
-        let client = Builder::from_config(config)
+        let mut builder = Builder::from_config(config);
+        builder
             .with_connection_config(|c| {
                 c.connection_timeout = settings.connect_timeout;
                 c.internal_command_timeout = settings.connect_timeout;
@@ -53,11 +56,14 @@ impl RedisNode {
                 c.max_command_attempts = 1;
             })
             // Keep reconnecting forever, at most once a second, so a restarted node rejoins.
-            .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2))
-            .build()
+            .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2));
+        let client = builder.build().map_err(|e| e.details().to_owned())?;
+        let subscriber = builder
+            .build_subscriber_client()
             .map_err(|e| e.details().to_owned())?;
         Ok(RedisNode {
             client,
+            subscriber,
             scripts: Scripts {
                 acquire: Script::from_lua(scripts::ACQUIRE),
                 extend: Script::from_lua(scripts::EXTEND),
@@ -70,6 +76,9 @@ impl RedisNode {
     /// Connects, and loads the scripts so the first lock does not pay for it.
     pub async fn connect(&self) -> NodeResult<()> {
         self.client.init().await.map_err(describe)?;
+        self.subscriber.init().await.map_err(describe)?;
+        // Re-subscribes after a reconnect.
+        drop(self.subscriber.manage_subscriptions());
         for script in [
             &self.scripts.acquire,
             &self.scripts.extend,
@@ -81,9 +90,10 @@ impl RedisNode {
         Ok(())
     }
 
-    /// Closes the connection (best effort).
+    /// Closes the connections (best effort).
     pub async fn quit(&self) {
         let _ = self.client.quit().await;
+        let _ = self.subscriber.quit().await;
     }
 
     /// See [`Node::acquire`](super::Node::acquire).

@@ -1,0 +1,271 @@
+//! The redlock benchmark: starts its own redis-server nodes and measures, for
+//! N = 1, 3 and 5 nodes, redlock against the raw-command floor and the rslock
+//! peer, in the same run.
+//!
+//! ```text
+//! cargo run --release -p redlock-bench                 # full run (a few minutes)
+//! cargo run --release -p redlock-bench -- --quick      # 1 s per scenario, N = 3 only
+//! cargo run --release -p redlock-bench -- --seconds 5 --nodes 1,3,5 --held 10000 --held-seconds 30
+//! ```
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod held;
+mod stats;
+mod systems;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redlock::{LockOptions, Redlock};
+use stats::{Row, Samples};
+use systems::{Floor, System};
+use tokio::time::Instant;
+
+const LOCK_TTL: Duration = Duration::from_secs(10);
+
+struct Args {
+    seconds: f64,
+    nodes: Vec<usize>,
+    held: usize,
+    held_seconds: u64,
+    peer: bool,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        seconds: 3.0,
+        nodes: vec![1, 3, 5],
+        held: 10_000,
+        held_seconds: 30,
+        peer: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().expect("a value after the flag");
+        match arg.as_str() {
+            "--quick" => {
+                args.seconds = 1.0;
+                args.nodes = vec![3];
+                args.held = 2_000;
+                args.held_seconds = 10;
+            }
+            "--seconds" => args.seconds = value().parse().expect("--seconds N"),
+            "--nodes" => {
+                args.nodes = value()
+                    .split(',')
+                    .map(|n| n.parse().expect("--nodes 1,3,5"))
+                    .collect()
+            }
+            "--held" => args.held = value().parse().expect("--held N"),
+            "--held-seconds" => args.held_seconds = value().parse().expect("--held-seconds N"),
+            "--no-peer" => args.peer = false,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
+fn main() {
+    let args = args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(args));
+}
+
+async fn run(args: Args) {
+    let duration = Duration::from_secs_f64(args.seconds);
+    println!(
+        "machine: {} cores; tokio multi-thread runtime, 2 workers; {} s per scenario\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        args.seconds
+    );
+    let mut rows = Vec::new();
+    for &n in &args.nodes {
+        let nodes = support::Nodes::start(n);
+        let urls = nodes.urls();
+        let mut systems = vec![System::Floor(Floor::connect(&urls).await)];
+        let engine = Redlock::builder()
+            .app("bench")
+            .nodes(urls.clone())
+            .build()
+            .await
+            .unwrap();
+        systems.push(System::Ours(
+            engine.clone(),
+            LockOptions::default().ttl(LOCK_TTL),
+        ));
+        if args.peer {
+            systems.push(System::Peer(rslock::LockManager::new(urls.clone())));
+        }
+        for system in &systems {
+            let s = uncontended(system, 1, duration).await;
+            rows.push(Row::from("uncontended-serial", system.name(), n, s));
+            let s = uncontended(system, 64, duration).await;
+            rows.push(Row::from("uncontended-parallel", system.name(), n, s));
+            if !matches!(system, System::Floor(_)) {
+                let s = contended(system, 8, duration).await;
+                rows.push(Row::from(
+                    "contended: handoffs/s, wait",
+                    system.name(),
+                    n,
+                    s,
+                ));
+            }
+        }
+        let unfenced = System::Ours(engine, LockOptions::default().ttl(LOCK_TTL).fencing(false));
+        let s = uncontended(&unfenced, 1, duration).await;
+        rows.push(Row::from(
+            "uncontended-serial",
+            "redlock, fencing off",
+            n,
+            s,
+        ));
+        let s = uncontended(&unfenced, 64, duration).await;
+        rows.push(Row::from(
+            "uncontended-parallel",
+            "redlock, fencing off",
+            n,
+            s,
+        ));
+    }
+    Row::print_header();
+    for row in &rows {
+        row.print();
+    }
+    print_ratios(&rows);
+
+    println!();
+    for &n in &args.nodes {
+        held::held_many(n, args.held, Duration::from_secs(args.held_seconds)).await;
+    }
+}
+
+/// `tasks` tasks each acquire and release fresh resources in a loop.
+async fn uncontended(system: &System, tasks: usize, duration: Duration) -> Samples {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let runs = (0..tasks).map(|task| {
+        let stop = stop.clone();
+        async move {
+            let mut samples = Samples::default();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let resource = format!("u-{task}-{i}");
+                let t0 = Instant::now();
+                match system.acquire(&resource, LOCK_TTL).await {
+                    Ok(held) => {
+                        system.release(held).await;
+                        samples.latencies.push(t0.elapsed());
+                    }
+                    Err(_) => samples.failures += 1,
+                }
+            }
+            samples
+        }
+    });
+    let timer = async {
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (all, ()) = tokio::join!(futures::future::join_all(runs), timer);
+    let mut total = Samples::default();
+    for s in all {
+        total.merge(s);
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// `tasks` tasks contend on one resource, each holding it about 1 ms. The
+/// latency recorded is the wait for the lock; the rate counts handoffs, i.e.
+/// acquisitions by another task than the previous holder (a task that
+/// re-takes the lock it just released hands nothing over).
+async fn contended(system: &System, tasks: usize, duration: Duration) -> Samples {
+    static ROUND: AtomicU64 = AtomicU64::new(0);
+    let resource = format!("c-{}", ROUND.fetch_add(1, Ordering::Relaxed));
+    let stop = Arc::new(AtomicBool::new(false));
+    let last_holder = Arc::new(AtomicU64::new(u64::MAX));
+    let started = Instant::now();
+    let runs = (0..tasks).map(|task| {
+        let (stop, resource, last_holder) = (stop.clone(), resource.clone(), last_holder.clone());
+        async move {
+            let mut samples = Samples::default();
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                match system.acquire(&resource, LOCK_TTL).await {
+                    Ok(held) => {
+                        if last_holder.swap(task as u64, Ordering::Relaxed) != task as u64 {
+                            samples.latencies.push(t0.elapsed());
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        system.release(held).await;
+                    }
+                    Err(_) => samples.failures += 1,
+                }
+            }
+            samples
+        }
+    });
+    let timer = async {
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (all, ()) = tokio::join!(futures::future::join_all(runs), timer);
+    let mut total = Samples::default();
+    for s in all {
+        total.merge(s);
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+fn print_ratios(rows: &[Row]) {
+    println!("\nratios (same run):");
+    let find = |n: usize, scenario: &str, system: &str| {
+        rows.iter()
+            .find(|r| r.nodes == n && r.scenario == scenario && r.system.starts_with(system))
+    };
+    let mut ns: Vec<usize> = rows.iter().map(|r| r.nodes).collect();
+    ns.dedup();
+    for n in ns {
+        for scenario in ["uncontended-serial", "uncontended-parallel"] {
+            if let (Some(ours), Some(floor)) =
+                (find(n, scenario, "redlock"), find(n, scenario, "floor"))
+            {
+                println!(
+                    "  N={n} {scenario}: redlock/floor throughput {:.2}, p50 latency {:.2}, p99 {:.2}",
+                    ours.ops / floor.ops,
+                    ours.p50.as_secs_f64() / floor.p50.as_secs_f64(),
+                    ours.p99.as_secs_f64() / floor.p99.as_secs_f64(),
+                );
+            }
+            if let (Some(ours), Some(peer)) =
+                (find(n, scenario, "redlock"), find(n, scenario, "rslock"))
+            {
+                println!(
+                    "  N={n} {scenario}: redlock/rslock throughput {:.2}",
+                    ours.ops / peer.ops
+                );
+            }
+        }
+        if let (Some(ours), Some(peer)) = (
+            find(n, "contended: handoffs/s, wait", "redlock"),
+            find(n, "contended: handoffs/s, wait", "rslock"),
+        ) {
+            println!(
+                "  N={n} contended: redlock/rslock handoffs/s {:.1}, p50 wait {:.3}",
+                ours.ops / peer.ops,
+                ours.p50.as_secs_f64() / peer.p50.as_secs_f64()
+            );
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Latency samples and the figures printed from them.
+
+use std::time::Duration;
+
+/// Samples of one scenario run.
+#[derive(Default)]
+pub struct Samples {
+    pub latencies: Vec<Duration>,
+    pub failures: u64,
+    pub elapsed: Duration,
+}
+
+impl Samples {
+    pub fn merge(&mut self, other: Samples) {
+        self.latencies.extend(other.latencies);
+        self.failures += other.failures;
+    }
+
+    pub fn ops_per_sec(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile(&mut self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        self.latencies.sort_unstable();
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[index]
+    }
+}
+
+/// One printed row.
+pub struct Row {
+    pub scenario: &'static str,
+    pub system: &'static str,
+    pub nodes: usize,
+    pub ops: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub failures: u64,
+}
+
+impl Row {
+    pub fn from(scenario: &'static str, system: &'static str, nodes: usize, mut s: Samples) -> Row {
+        Row {
+            scenario,
+            system,
+            nodes,
+            ops: s.ops_per_sec(),
+            p50: s.percentile(0.50),
+            p99: s.percentile(0.99),
+            failures: s.failures,
+        }
+    }
+
+    pub fn print_header() {
+        println!("| N | scenario | system | ops/s | p50 | p99 | failures |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+    }
+
+    pub fn print(&self) {
+        println!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} |",
+            self.nodes,
+            self.scenario,
+            self.system,
+            self.ops,
+            micros(self.p50),
+            micros(self.p99),
+            self.failures
+        );
+    }
+}
+
+pub fn micros(d: Duration) -> String {
+    if d >= Duration::from_millis(10) {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{} µs", d.as_micros())
+    }
+}
