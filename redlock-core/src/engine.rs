@@ -261,7 +261,6 @@ async fn acquire(
         // value (granted, failed, timed out, not awaited) is told to drop it.
         if votes.iter().any(|(v, _)| *v != Vote::Held) {
             release_attempt(nodes, keys.locks(), &value, settings.node_timeout).await;
-            engine.wakeup.wake_keys(keys.locks());
         }
 
         let now = Instant::now();
@@ -293,29 +292,26 @@ async fn acquire(
                 }
             });
         }
-        let mut retry_at = now + retry_pause(&settings);
-        if let Some(at) = give_up_at {
-            retry_at = retry_at.min(at);
-        }
-        if tally.failed == 0 && watch.is_none() {
-            watch = Some(engine.wakeup.watch(keys.locks()));
-        }
-        match (&watch, releases_before) {
-            // Retry when the holder releases, or at the timer if that news is lost.
-            (Some(watch), Some(seen)) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(retry_at) => {}
-                    () = watch.released_since(seen) => {}
-                }
+        let cap = |at: Instant| give_up_at.map_or(at, |limit| at.min(limit));
+        if tally.granted == 0 && tally.failed == 0 {
+            // Another holder has it: retry when it is released, or at the
+            // jittered timer if that news is lost (or the lock expires).
+            let watch = watch.get_or_insert_with(|| engine.wakeup.watch(keys.locks()));
+            let seen = releases_before.unwrap_or_else(|| watch.releases());
+            tokio::select! {
+                () = tokio::time::sleep_until(cap(now + retry_pause(&settings))) => {}
+                () = watch.released_since(seen) => {}
             }
-            (Some(watch), None) => {
-                let seen = watch.releases();
-                tokio::select! {
-                    () = tokio::time::sleep_until(retry_at) => {}
-                    () = watch.released_since(seen) => {}
-                }
-            }
-            (None, _) => tokio::time::sleep_until(retry_at).await,
+        } else if reachable {
+            // A split vote: contenders took a share each. Back off for a
+            // random few round trips, so the next race has a winner.
+            let round_trip = now - attempt_start;
+            let backoff = Duration::from_nanos(value::jitter_nanos(
+                u64::try_from((round_trip * 2).min(settings.retry_delay).as_nanos()).unwrap_or(0),
+            ));
+            tokio::time::sleep_until(cap(now + backoff)).await;
+        } else {
+            tokio::time::sleep_until(cap(now + retry_pause(&settings))).await;
         }
     }
 }
@@ -328,7 +324,9 @@ async fn release_attempt(
     timeout: Duration,
 ) {
     fan_out(nodes, timeout, Until::All, |node| async move {
-        node.release(keys, value).await.map(|_| (Vote::Granted, 0))
+        node.release(keys, value, false)
+            .await
+            .map(|_| (Vote::Granted, 0))
     })
     .await;
 }

@@ -151,23 +151,20 @@ impl Held {
         let votes = fan_out(
             nodes,
             self.settings.node_timeout,
+            // Every node, so that when this returns no reachable node still
+            // holds the value (a node that crashed with it would bring it back).
             Until::All,
+            // Deleted or already gone, the node is rid of our value.
             |node| async move {
-                let deleted = node.release(self.keys.locks(), &self.value).await?;
-                Ok((
-                    if deleted > 0 {
-                        Vote::Granted
-                    } else {
-                        Vote::Gone
-                    },
-                    0,
-                ))
+                node.release(self.keys.locks(), &self.value, true)
+                    .await
+                    .map(|_| (Vote::Granted, 0))
             },
         )
         .await;
         self.engine.wakeup.wake_keys(self.keys.locks());
         let tally = quorum::tally(&votes);
-        if tally.answered >= self.engine.quorum {
+        if tally.granted >= self.engine.quorum {
             return Ok(());
         }
         Err(Error::QuorumUnreachable {

@@ -1,72 +1,97 @@
-//! The Lua scripts run on each node. Every script takes the lock's keys as
-//! `KEYS` and the lock value as `ARGV[1]`, so one call covers a
-//! multi-resource lock atomically on that node.
-
-/// Takes every lock key, or none, and draws a fencing token.
-///
-/// `KEYS`: the lock keys, then (when fencing) one counter key per lock key.
-/// `ARGV`: the value, the TTL in ms, the number of lock keys.
-/// Returns -1 when a lock key is held by another; otherwise the fencing
-/// token: one more than the highest counter of the lock's resources, written
-/// to all of them (0 without counters). Keys already holding our value count
-/// as free, which makes a resent command harmless.
-pub(crate) const ACQUIRE: &str = r#"
-local locks = tonumber(ARGV[3])
-for i = 1, locks do
-  local held = redis.call('GET', KEYS[i])
-  if held and held ~= ARGV[1] then return -1 end
-end
-for i = 1, locks do
-  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
-end
-if #KEYS == locks then return 0 end
-local token = 0
-for i = locks + 1, #KEYS do
-  local counter = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if counter > token then token = counter end
-end
-token = token + 1
-for i = locks + 1, #KEYS do
-  redis.call('SET', KEYS[i], token)
-end
-return token
-"#;
-
-/// Raises every counter in `KEYS` to at least `ARGV[1]`: the write-back that
-/// makes a token known to a majority when the quorum's counters disagreed.
-pub(crate) const FENCE: &str = r#"
-local token = tonumber(ARGV[1])
-for _, key in ipairs(KEYS) do
-  if tonumber(redis.call('GET', key) or '0') < token then
-    redis.call('SET', key, ARGV[1])
+//! The Lua script run on each Redis node.
+//!
+//! One script serves every operation, and one call carries every operation
+//! that was waiting for the node: fred flushes the socket after each script
+//! call, so under load a batch costs one system call and one server wake-up
+//! instead of one per lock. A batch of one is the uncontended case.
+//!
+//! `ARGV` is a sequence of operations, each `code, key count, args...`; the
+//! operations' keys follow each other in `KEYS`. Each operation runs in its
+//! own `pcall`: its result is an integer, or a string starting with `ERR`
+//! when it failed (e.g. a key holding application data of another type), so
+//! one bad operation cannot fail the others. An operation checks everything
+//! it reads before it writes anything.
+//!
+//! - `A value ttl_ms locks`: takes every lock key (the first `locks` keys) or
+//!   none, and draws a fencing token from the counters (the other keys).
+//!   Returns -1 when a lock key is held by another; otherwise the token: one
+//!   more than the highest counter, written to all of them (0 without
+//!   counters). Keys already holding our value count as free, so a resent
+//!   operation is harmless.
+//! - `E value ttl_ms`: resets the TTL of every key if all hold our value: 1, else 0.
+//! - `R value announce`: deletes the keys that hold our value, never a foreign
+//!   one; with `announce` = 1 publishes each on the channel of its name
+//!   (waiters retry at once). Returns how many were deleted.
+//! - `F token`: raises every counter to at least `token` (the fencing write-back): 1.
+pub(crate) const BATCH: &str = r#"
+local function acquire(first, count, a)
+  local value, ttl, locks = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local last_lock, last = first + locks - 1, first + count - 1
+  for i = first, last_lock do
+    local held = redis.call('GET', KEYS[i])
+    if held and held ~= value then return -1 end
   end
-end
-return 1
-"#;
-
-/// Resets the TTL of every key, but only if every key still holds our value:
-/// returns 1 when extended, 0 when any key is gone or foreign.
-pub(crate) const EXTEND: &str = r#"
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) ~= ARGV[1] then return 0 end
-end
-for _, key in ipairs(KEYS) do
-  redis.call('PEXPIRE', key, ARGV[2])
-end
-return 1
-"#;
-
-/// Deletes the keys that hold our value, never a foreign one, and announces
-/// each on the channel of the same name so that waiters retry at once.
-/// Returns how many were deleted.
-pub(crate) const RELEASE: &str = r#"
-local deleted = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
-    redis.call('DEL', key)
-    redis.call('PUBLISH', key, '')
-    deleted = deleted + 1
+  local token = 0
+  for i = last_lock + 1, last do
+    local counter = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if counter > token then token = counter end
   end
+  for i = first, last_lock do
+    redis.call('SET', KEYS[i], value, 'PX', ttl)
+  end
+  if last == last_lock then return 0 end
+  token = token + 1
+  for i = last_lock + 1, last do
+    redis.call('SET', KEYS[i], token)
+  end
+  return token
 end
-return deleted
+
+local function extend(first, count, a)
+  local value, ttl = ARGV[a], ARGV[a + 1]
+  for i = first, first + count - 1 do
+    if redis.call('GET', KEYS[i]) ~= value then return 0 end
+  end
+  for i = first, first + count - 1 do
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+  return 1
+end
+
+local function release(first, count, a)
+  local value, announce, deleted = ARGV[a], ARGV[a + 1] == '1', 0
+  for i = first, first + count - 1 do
+    if redis.call('GET', KEYS[i]) == value then
+      redis.call('DEL', KEYS[i])
+      if announce then redis.call('PUBLISH', KEYS[i], '') end
+      deleted = deleted + 1
+    end
+  end
+  return deleted
+end
+
+local function fence(first, count, a)
+  local token = tonumber(ARGV[a])
+  for i = first, first + count - 1 do
+    if tonumber(redis.call('GET', KEYS[i]) or '0') < token then
+      redis.call('SET', KEYS[i], ARGV[a])
+    end
+  end
+  return 1
+end
+
+local ops = { A = { acquire, 3 }, E = { extend, 2 }, R = { release, 2 }, F = { fence, 1 } }
+local results, key, arg = {}, 1, 1
+while arg <= #ARGV do
+  local op, count = ops[ARGV[arg]], tonumber(ARGV[arg + 1])
+  local ok, result = pcall(op[1], key, count, arg + 2)
+  if ok then
+    results[#results + 1] = result
+  else
+    local message = type(result) == 'table' and result.err or tostring(result)
+    results[#results + 1] = 'ERR ' .. message
+  end
+  key, arg = key + count, arg + 2 + op[2]
+end
+return results
 "#;

@@ -2,6 +2,7 @@
 //! (acquire, extend, release); the quorum logic above it never sees how a
 //! node stores them.
 
+mod batch;
 mod memory;
 mod redis;
 
@@ -113,10 +114,14 @@ impl Node {
         }
     }
 
-    /// Deletes the `keys` that hold `value`; returns how many did.
-    pub async fn release(&self, keys: &[Key], value: &Value) -> NodeResult<u64> {
+    /// Deletes the `keys` that hold `value`; returns how many did. With
+    /// `announce`, each deleted key is published, waking waiters elsewhere:
+    /// a lock's release announces, a failed attempt's clean-up does not (its
+    /// waiters are better left to the real holder's release than woken into
+    /// another race).
+    pub async fn release(&self, keys: &[Key], value: &Value, announce: bool) -> NodeResult<u64> {
         match &self.backend {
-            Backend::Redis(node) => node.release(keys, value).await,
+            Backend::Redis(node) => node.release(keys, value, announce).await,
             Backend::Memory(node) => Ok(node.release(keys, value)),
         }
     }

@@ -1,13 +1,17 @@
-//! A Redis node: an independent server reached through its own fred client,
-//! running the lock scripts.
+//! A Redis node: an independent server reached through its own fred client.
+//! Its operations go through the node's batch queue (see `batch`).
 
 use fred::clients::{Client, SubscriberClient};
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, LuaInterface};
+use fred::interfaces::ClientLike;
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Key, Value};
+use std::sync::Arc;
 
+use tokio::sync::oneshot;
+
+use super::batch::{Op, Queue, Request};
 use super::{ConnectSettings, NodeResult};
 use crate::scripts;
 
@@ -16,14 +20,8 @@ pub(crate) struct RedisNode {
     client: Client,
     /// A second connection, for release notifications (see `wakeup`).
     pub subscriber: SubscriberClient,
-    scripts: Scripts,
-}
-
-struct Scripts {
-    acquire: Script,
-    extend: Script,
-    release: Script,
-    fence: Script,
+    script: Script,
+    queue: Arc<Queue>,
 }
 
 impl RedisNode {
@@ -61,15 +59,13 @@ impl RedisNode {
         let subscriber = builder
             .build_subscriber_client()
             .map_err(|e| e.details().to_owned())?;
+        let script = Script::from_lua(scripts::BATCH);
+        let queue = Queue::new(client.clone(), script.clone());
         Ok(RedisNode {
             client,
             subscriber,
-            scripts: Scripts {
-                acquire: Script::from_lua(scripts::ACQUIRE),
-                extend: Script::from_lua(scripts::EXTEND),
-                release: Script::from_lua(scripts::RELEASE),
-                fence: Script::from_lua(scripts::FENCE),
-            },
+            script,
+            queue,
         })
     }
 
@@ -79,14 +75,7 @@ impl RedisNode {
         self.subscriber.init().await.map_err(describe)?;
         // Re-subscribes after a reconnect.
         drop(self.subscriber.manage_subscriptions());
-        for script in [
-            &self.scripts.acquire,
-            &self.scripts.extend,
-            &self.scripts.release,
-            &self.scripts.fence,
-        ] {
-            script.load(&self.client).await.map_err(describe)?;
-        }
+        self.script.load(&self.client).await.map_err(describe)?;
         Ok(())
     }
 
@@ -105,55 +94,48 @@ impl RedisNode {
         ttl_ms: u64,
     ) -> NodeResult<Option<u64>> {
         let args = vec![value.clone(), int_arg(ttl_ms), int_arg(locks as u64)];
-        self.run(&self.scripts.acquire, keys, args)
-            .await
-            .map(|token| u64::try_from(token).ok())
+        let token = self.submit(Op::Acquire, keys, args).await?;
+        Ok(u64::try_from(token).ok())
     }
 
     /// See [`Node::fence`](super::Node::fence).
     pub async fn fence(&self, counters: &[Key], token: u64) -> NodeResult<()> {
-        let args = vec![int_arg(token)];
-        self.run(&self.scripts.fence, counters, args)
+        self.submit(Op::Fence, counters, vec![int_arg(token)])
             .await
             .map(drop)
     }
 
-    /// Resets the TTL of all `keys` if they all hold `value`: false when any is gone.
+    /// See [`Node::extend`](super::Node::extend).
     pub async fn extend(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
         let args = vec![value.clone(), int_arg(ttl_ms)];
-        self.run(&self.scripts.extend, keys, args)
-            .await
-            .map(|n| n == 1)
+        Ok(self.submit(Op::Extend, keys, args).await? == 1)
     }
 
-    /// Deletes the `keys` that hold `value`; returns how many did.
-    pub async fn release(&self, keys: &[Key], value: &Value) -> NodeResult<u64> {
-        self.run(&self.scripts.release, keys, vec![value.clone()])
-            .await
-            .map(|n| n.max(0) as u64)
+    /// See [`Node::release`](super::Node::release).
+    pub async fn release(&self, keys: &[Key], value: &Value, announce: bool) -> NodeResult<u64> {
+        let args = vec![value.clone(), int_arg(u64::from(announce))];
+        let deleted = self.submit(Op::Release, keys, args).await?;
+        Ok(deleted.max(0) as u64)
     }
 
-    async fn run(&self, script: &Script, keys: &[Key], args: Vec<Value>) -> NodeResult<i64> {
+    /// Queues one operation and waits for its result. The operation is
+    /// queued at the first poll, so it runs even if the caller stops waiting.
+    async fn submit(&self, op: Op, keys: &[Key], args: Vec<Value>) -> NodeResult<i64> {
         // A node that is reconnecting cannot answer in time; say so instead of queueing.
         if !self.client.is_connected() {
             return Err("not connected (reconnecting)".to_owned());
         }
-        let keys = keys.to_vec();
-        match self
-            .client
-            .evalsha::<i64, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            op,
+            keys: keys.to_vec(),
+            args,
+            reply,
+        };
+        self.queue.submit(request).await;
+        answer
             .await
-        {
-            // A restarted node has an empty script cache.
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                script.load(&self.client).await.map_err(describe)?;
-                self.client
-                    .evalsha(script.sha1().clone(), keys, args)
-                    .await
-                    .map_err(describe)
-            }
-            result => result.map_err(describe),
-        }
+            .map_err(|_| "the node's queue dropped the operation".to_owned())?
     }
 }
 
@@ -161,9 +143,13 @@ fn int_arg(n: u64) -> Value {
     Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// A node error as the user should read it, with a hint for the known traps.
-fn describe(e: FredError) -> String {
-    let details = e.details();
+/// A client error as the user should read it.
+pub(super) fn describe(e: FredError) -> String {
+    hint(&format!("{:?}: {}", e.kind(), e.details()))
+}
+
+/// A node's error text, with a hint for the known traps.
+pub(super) fn hint(details: &str) -> String {
     if details.contains("WRONGTYPE") {
         format!(
             "{details} (a lock key collides with application data of another type: \
@@ -174,6 +160,6 @@ fn describe(e: FredError) -> String {
             "{details} (a multi-resource lock on Redis Cluster needs all keys in one hash slot)"
         )
     } else {
-        format!("{:?}: {details}", e.kind())
+        details.to_owned()
     }
 }

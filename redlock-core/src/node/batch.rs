@@ -1,0 +1,212 @@
+//! Coalescing the operations waiting for one Redis node into one script call.
+//!
+//! A caller puts its operation on the node's queue. If no batch is in
+//! flight, the caller becomes the leader: it sends everything queued as one
+//! `EVALSHA` of the batch script and hands every caller its result, with no
+//! task hop on the uncontended path. Operations queued meanwhile form the
+//! next batch, sent by a task the leader starts when its batch is done.
+//! Batches go out one at a time, in queue order, so a release queued after
+//! an acquire always runs after it. An operation is on its way once queued:
+//! a caller that stops waiting (timeout, quorum already decided) cancels
+//! nothing, and a leader dropped mid-batch hands the batch to a task.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::clients::Client;
+use fred::error::Error as FredError;
+use fred::interfaces::LuaInterface;
+use fred::types::scripts::Script;
+use fred::types::{Key, Value};
+use tokio::sync::oneshot;
+
+use super::NodeResult;
+
+/// At most this many operations per script call, so one call never holds
+/// the server for long.
+const MAX_BATCH: usize = 256;
+
+/// How long a batch waits for its answer before it fails and the queue goes
+/// on (callers have given up long before: this only unblocks the queue).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The operations of the batch script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Acquire,
+    Extend,
+    Release,
+    Fence,
+}
+
+impl Op {
+    fn code(self) -> &'static str {
+        match self {
+            Op::Acquire => "A",
+            Op::Extend => "E",
+            Op::Release => "R",
+            Op::Fence => "F",
+        }
+    }
+
+    /// Whether the operation must run even when its caller stopped waiting.
+    fn must_run(self) -> bool {
+        matches!(self, Op::Release | Op::Fence)
+    }
+}
+
+/// One queued operation.
+pub(crate) struct Request {
+    pub op: Op,
+    pub keys: Vec<Key>,
+    pub args: Vec<Value>,
+    pub reply: oneshot::Sender<NodeResult<i64>>,
+}
+
+/// The queue of one node.
+pub(crate) struct Queue {
+    client: Client,
+    script: Script,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: Vec<Request>,
+    /// A batch is in flight: new operations wait for the next one.
+    busy: bool,
+}
+
+impl Queue {
+    pub fn new(client: Client, script: Script) -> Arc<Queue> {
+        Arc::new(Queue {
+            client,
+            script,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Queues `request`; sends a batch at once if none is in flight.
+    pub async fn submit(self: &Arc<Self>, request: Request) {
+        let lead = {
+            let mut state = self.lock();
+            state.pending.push(request);
+            !std::mem::replace(&mut state.busy, true)
+        };
+        if lead {
+            if let Some(batch) = self.take_batch() {
+                let mut in_flight = InFlight(Some(self.clone().send(batch)));
+                if let Some(batch) = in_flight.0.as_mut() {
+                    batch.await;
+                }
+                in_flight.0 = None;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next batch, or `None` (and the queue idle) when nothing is pending.
+    fn take_batch(&self) -> Option<Vec<Request>> {
+        let mut state = self.lock();
+        // An acquire or extend nobody waits for any more is not sent at all.
+        state
+            .pending
+            .retain(|r| r.op.must_run() || !r.reply.is_closed());
+        if state.pending.is_empty() {
+            state.busy = false;
+            return None;
+        }
+        let mut batch = std::mem::take(&mut state.pending);
+        if batch.len() > MAX_BATCH {
+            state.pending = batch.split_off(MAX_BATCH);
+        }
+        Some(batch)
+    }
+
+    /// Sends `batch`, answers its callers, then starts the next batch in a task.
+    fn send(self: Arc<Self>, batch: Vec<Request>) -> BatchFuture {
+        Box::pin(async move {
+            let outcome =
+                tokio::time::timeout(BATCH_TIMEOUT, call(&self.client, &self.script, &batch)).await;
+            answer(batch, outcome);
+            if let Some(next) = self.take_batch() {
+                tokio::spawn(self.clone().send(next));
+            }
+        })
+    }
+}
+
+type BatchFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The batch a leader is sending: if the leader is dropped first (its
+/// caller gave up), a task finishes it, so no caller waits forever and the
+/// queue keeps moving.
+struct InFlight(Option<BatchFuture>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(batch) = self.0.take() {
+            tokio::spawn(batch);
+        }
+    }
+}
+
+/// Hands each caller of `batch` its result.
+fn answer(
+    batch: Vec<Request>,
+    outcome: Result<Result<Value, FredError>, tokio::time::error::Elapsed>,
+) {
+    let failure = match outcome {
+        Ok(Ok(Value::Array(results))) if results.len() == batch.len() => {
+            for (request, result) in batch.into_iter().zip(results) {
+                let _ = request.reply.send(parse(result));
+            }
+            return;
+        }
+        Ok(Ok(other)) => format!("unexpected reply to the lock script: {other:?}"),
+        Ok(Err(e)) => super::redis::describe(e),
+        Err(_) => format!("no answer within {BATCH_TIMEOUT:?}"),
+    };
+    for request in batch {
+        let _ = request.reply.send(Err(failure.clone()));
+    }
+}
+
+/// One `EVALSHA` carrying `batch`, loading the script first if the node lost it.
+async fn call(client: &Client, script: &Script, batch: &[Request]) -> Result<Value, FredError> {
+    let mut keys = Vec::with_capacity(batch.iter().map(|r| r.keys.len()).sum());
+    let mut args = Vec::with_capacity(batch.iter().map(|r| r.args.len() + 2).sum());
+    for request in batch {
+        keys.extend(request.keys.iter().cloned());
+        args.push(Value::from_static_str(request.op.code()));
+        args.push(Value::Integer(request.keys.len() as i64));
+        args.extend(request.args.iter().cloned());
+    }
+    match client
+        .evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
+        .await
+    {
+        // A restarted node has an empty script cache.
+        Err(e) if e.details().starts_with("NOSCRIPT") => {
+            script.load(client).await?;
+            client.evalsha(script.sha1().clone(), keys, args).await
+        }
+        result => result,
+    }
+}
+
+/// An operation's result: an integer, or the text of its error.
+fn parse(result: Value) -> NodeResult<i64> {
+    match result {
+        Value::Integer(n) => Ok(n),
+        Value::String(text) => Err(super::redis::hint(
+            text.strip_prefix("ERR ").unwrap_or(&text),
+        )),
+        other => Err(format!("unexpected result from the lock script: {other:?}")),
+    }
+}
