@@ -215,6 +215,10 @@ async fn majority_faults_fail_within_the_wait_bound_and_leave_nothing_locked() {
         let named: Vec<&str> = votes.unreachable().map(|v| v.node.as_str()).collect();
         let faulty: Vec<String> = cluster.proxies[..2].iter().map(Proxy::url).collect();
         assert_eq!(named, faulty, "{fault:?}: {err}");
+        assert!(
+            elapsed >= Duration::from_secs(1),
+            "{fault:?}: kept trying for the wait bound"
+        );
         assert!(elapsed < Duration::from_secs(10), "{fault:?}: {elapsed:?}");
 
         cluster.heal(fault, 0);

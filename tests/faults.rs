@@ -38,40 +38,6 @@ async fn a_minority_of_killed_nodes_does_not_stop_locking() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_majority_of_killed_nodes_fails_within_the_wait_bound_naming_the_nodes() {
-    let mut nodes = Nodes::start(3);
-    let engine = nodes.engine("t", quick()).await;
-    let dead: Vec<String> = nodes.urls()[..2].to_vec();
-    for server in &mut nodes.servers[..2] {
-        server.kill();
-    }
-    let started = Instant::now();
-    let err = engine
-        .lock_with(
-            "q",
-            LockOptions::default().wait(Duration::from_secs(1)),
-            |_| async {},
-        )
-        .await
-        .unwrap_err();
-    let elapsed = started.elapsed();
-    let Error::QuorumUnreachable { votes, .. } = &err else {
-        panic!("expected QuorumUnreachable, got {err}");
-    };
-    // The live node may not have been awaited: two failures already decide.
-    let unreachable: Vec<&str> = votes.unreachable().map(|v| v.node.as_str()).collect();
-    assert_eq!(unreachable, dead, "{err}");
-    assert!(
-        elapsed >= Duration::from_secs(1),
-        "kept trying for the wait bound"
-    );
-    assert!(
-        elapsed < Duration::from_secs(15),
-        "returned soon after the bound, not hung: {elapsed:?}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unbounded_wait_still_gives_up_on_an_unreachable_quorum() {
     let mut nodes = Nodes::start(3);
     let ttl = Duration::from_secs(1);

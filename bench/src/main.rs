@@ -32,6 +32,8 @@ struct Args {
     held: usize,
     held_seconds: u64,
     peer: bool,
+    /// Run only this scenario (for profiling): uncontended-serial, uncontended-parallel, contended or held-many.
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -41,6 +43,7 @@ fn args() -> Args {
         held: 10_000,
         held_seconds: 30,
         peer: true,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -62,6 +65,7 @@ fn args() -> Args {
             "--held" => args.held = value().parse().expect("--held N"),
             "--held-seconds" => args.held_seconds = value().parse().expect("--held-seconds N"),
             "--no-peer" => args.peer = false,
+            "--only" => args.only = Some(value()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -91,7 +95,10 @@ async fn run(args: Args) {
     for &n in &args.nodes {
         let nodes = support::Nodes::start(n);
         let urls = nodes.urls();
-        let mut systems = vec![System::Floor(Floor::connect(&urls).await)];
+        let mut systems = vec![
+            System::Floor(Floor::connect(&urls, false).await),
+            System::Floor(Floor::connect(&urls, true).await),
+        ];
         let engine = Redlock::builder()
             .app("bench")
             .nodes(urls.clone())
@@ -105,36 +112,36 @@ async fn run(args: Args) {
         if args.peer {
             systems.push(System::Peer(rslock::LockManager::new(urls.clone())));
         }
-        for system in &systems {
-            let s = uncontended(system, 1, duration).await;
-            rows.push(Row::from("uncontended-serial", system.name(), n, s));
-            let s = uncontended(system, 64, duration).await;
-            rows.push(Row::from("uncontended-parallel", system.name(), n, s));
-            if !matches!(system, System::Floor(_)) {
+        systems.push(System::Ours(
+            engine,
+            LockOptions::default().ttl(LOCK_TTL).fencing(false),
+        ));
+        let wanted = |scenario: &str| {
+            args.only
+                .as_deref()
+                .is_none_or(|only| scenario == only)
+        };
+        for (i, system) in systems.iter().enumerate() {
+            // The unfenced engine is the last system; name it apart.
+            let name = if i == systems.len() - 1 {
+                "redlock, fencing off"
+            } else {
+                system.name()
+            };
+            if wanted("uncontended-serial") {
+                let s = uncontended(system, 1, duration).await;
+                rows.push(Row::from("uncontended-serial", name, n, s));
+            }
+            if wanted("uncontended-parallel") {
+                let s = uncontended(system, 64, duration).await;
+                rows.push(Row::from("uncontended-parallel", name, n, s));
+            }
+            let pollable = matches!(system, System::Peer(_)) || name == "redlock";
+            if pollable && wanted("contended") {
                 let s = contended(system, 8, duration).await;
-                rows.push(Row::from(
-                    "contended: handoffs/s, wait",
-                    system.name(),
-                    n,
-                    s,
-                ));
+                rows.push(Row::from("contended: handoffs/s, wait", name, n, s));
             }
         }
-        let unfenced = System::Ours(engine, LockOptions::default().ttl(LOCK_TTL).fencing(false));
-        let s = uncontended(&unfenced, 1, duration).await;
-        rows.push(Row::from(
-            "uncontended-serial",
-            "redlock, fencing off",
-            n,
-            s,
-        ));
-        let s = uncontended(&unfenced, 64, duration).await;
-        rows.push(Row::from(
-            "uncontended-parallel",
-            "redlock, fencing off",
-            n,
-            s,
-        ));
     }
     Row::print_header();
     for row in &rows {
@@ -143,46 +150,37 @@ async fn run(args: Args) {
     print_ratios(&rows);
 
     println!();
-    for &n in &args.nodes {
-        held::held_many(n, args.held, Duration::from_secs(args.held_seconds)).await;
+    if args
+        .only
+        .as_deref()
+        .is_none_or(|only| only == "held-many")
+    {
+        for &n in &args.nodes {
+            held::held_many(n, args.held, Duration::from_secs(args.held_seconds)).await;
+        }
     }
 }
 
 /// `tasks` tasks each acquire and release fresh resources in a loop.
 async fn uncontended(system: &System, tasks: usize, duration: Duration) -> Samples {
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let runs = (0..tasks).map(|task| {
-        let stop = stop.clone();
-        async move {
-            let mut samples = Samples::default();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let resource = format!("u-{task}-{i}");
-                let t0 = Instant::now();
-                match system.acquire(&resource, LOCK_TTL).await {
-                    Ok(held) => {
-                        system.release(held).await;
-                        samples.latencies.push(t0.elapsed());
-                    }
-                    Err(_) => samples.failures += 1,
+    drive(tasks, duration, |task, stop| async move {
+        let mut samples = Samples::default();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let resource = format!("u-{task}-{i}");
+            let t0 = Instant::now();
+            match system.acquire(&resource, LOCK_TTL).await {
+                Ok(held) => {
+                    system.release(held).await;
+                    samples.latencies.push(t0.elapsed());
                 }
+                Err(_) => samples.failures += 1,
             }
-            samples
         }
-    });
-    let timer = async {
-        tokio::time::sleep(duration).await;
-        stop.store(true, Ordering::Relaxed);
-    };
-    let (all, ()) = tokio::join!(futures::future::join_all(runs), timer);
-    let mut total = Samples::default();
-    for s in all {
-        total.merge(s);
-    }
-    total.elapsed = started.elapsed();
-    total
+        samples
+    })
+    .await
 }
 
 /// `tasks` tasks contend on one resource, each holding it about 1 ms. The
@@ -192,29 +190,38 @@ async fn uncontended(system: &System, tasks: usize, duration: Duration) -> Sampl
 async fn contended(system: &System, tasks: usize, duration: Duration) -> Samples {
     static ROUND: AtomicU64 = AtomicU64::new(0);
     let resource = format!("c-{}", ROUND.fetch_add(1, Ordering::Relaxed));
-    let stop = Arc::new(AtomicBool::new(false));
-    let last_holder = Arc::new(AtomicU64::new(u64::MAX));
-    let started = Instant::now();
-    let runs = (0..tasks).map(|task| {
-        let (stop, resource, last_holder) = (stop.clone(), resource.clone(), last_holder.clone());
-        async move {
-            let mut samples = Samples::default();
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = Instant::now();
-                match system.acquire(&resource, LOCK_TTL).await {
-                    Ok(held) => {
-                        if last_holder.swap(task as u64, Ordering::Relaxed) != task as u64 {
-                            samples.latencies.push(t0.elapsed());
-                        }
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        system.release(held).await;
+    let last_holder = AtomicU64::new(u64::MAX);
+    let (resource, last_holder) = (resource.as_str(), &last_holder);
+    drive(tasks, duration, |task, stop| async move {
+        let mut samples = Samples::default();
+        while !stop.load(Ordering::Relaxed) {
+            let t0 = Instant::now();
+            match system.acquire(resource, LOCK_TTL).await {
+                Ok(held) => {
+                    if last_holder.swap(task as u64, Ordering::Relaxed) != task as u64 {
+                        samples.latencies.push(t0.elapsed());
                     }
-                    Err(_) => samples.failures += 1,
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    system.release(held).await;
                 }
+                Err(_) => samples.failures += 1,
             }
-            samples
         }
-    });
+        samples
+    })
+    .await
+}
+
+/// Runs `tasks` copies of `body` (given its task number and the stop flag)
+/// until `duration` has passed, and merges their samples.
+async fn drive<F, Fut>(tasks: usize, duration: Duration, body: F) -> Samples
+where
+    F: Fn(usize, Arc<AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = Samples>,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let runs = (0..tasks).map(|task| body(task, stop.clone()));
     let timer = async {
         tokio::time::sleep(duration).await;
         stop.store(true, Ordering::Relaxed);
@@ -246,6 +253,16 @@ fn print_ratios(rows: &[Row]) {
                     ours.ops / floor.ops,
                     ours.p50.as_secs_f64() / floor.p50.as_secs_f64(),
                     ours.p99.as_secs_f64() / floor.p99.as_secs_f64(),
+                );
+            }
+            if let (Some(ours), Some(floor)) = (
+                find(n, scenario, "redlock"),
+                find(n, scenario, "floor, script"),
+            ) {
+                println!(
+                    "  N={n} {scenario}: redlock/(floor with a script acquire) throughput {:.2}, p50 latency {:.2}",
+                    ours.ops / floor.ops,
+                    ours.p50.as_secs_f64() / floor.p50.as_secs_f64(),
                 );
             }
             if let (Some(ours), Some(peer)) =

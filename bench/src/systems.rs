@@ -15,12 +15,16 @@ const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redi
 /// script to all nodes in parallel, with fred directly (two round trips).
 pub struct Floor {
     clients: Vec<Client>,
+    /// Acquire with a one-line script doing the same `SET NX PX`, to show
+    /// what a script call costs against a plain command.
+    script_acquire: bool,
+    acquire: Script,
     release: Script,
     quorum: usize,
 }
 
 impl Floor {
-    pub async fn connect(urls: &[String]) -> Floor {
+    pub async fn connect(urls: &[String], script_acquire: bool) -> Floor {
         let mut clients = Vec::new();
         for url in urls {
             let client = Client::new(Config::from_url(url).unwrap(), None, None, None);
@@ -28,10 +32,14 @@ impl Floor {
             clients.push(client);
         }
         let release = Script::from_lua(RELEASE);
+        let acquire = Script::from_lua("if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 else return 0 end");
         for client in &clients {
             release.load(client).await.unwrap();
+            acquire.load(client).await.unwrap();
         }
         Floor {
+            script_acquire,
+            acquire,
             quorum: clients.len() / 2 + 1,
             clients,
             release,
@@ -55,6 +63,7 @@ pub enum System {
 impl System {
     pub fn name(&self) -> &'static str {
         match self {
+            System::Floor(floor) if floor.script_acquire => "floor, script acquire",
             System::Floor(_) => "floor (fred SET NX + script)",
             System::Ours(_, _) => "redlock",
             System::Peer(_) => "rslock",
@@ -67,18 +76,32 @@ impl System {
             System::Floor(floor) => {
                 let key = Key::from(resource);
                 let value = Value::from(format!("{:032x}", rand_u128()));
-                let ttl = Expiration::PX(ttl.as_millis() as i64);
-                let replies = join_all(floor.clients.iter().map(|c| {
-                    c.set::<Option<String>, _, _>(
-                        key.clone(),
-                        value.clone(),
-                        Some(ttl.clone()),
-                        Some(SetOptions::NX),
-                        false,
-                    )
-                }))
-                .await;
-                let granted = replies.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+                let ttl_ms = ttl.as_millis() as i64;
+                let ttl = Expiration::PX(ttl_ms);
+                let granted = if floor.script_acquire {
+                    let ms = Value::Integer(ttl_ms);
+                    let replies = join_all(floor.clients.iter().map(|c| {
+                        c.evalsha::<i64, _, _, _>(
+                            floor.acquire.sha1().clone(),
+                            key.clone(),
+                            vec![value.clone(), ms.clone()],
+                        )
+                    }))
+                    .await;
+                    replies.iter().filter(|r| matches!(r, Ok(1))).count()
+                } else {
+                    let replies = join_all(floor.clients.iter().map(|c| {
+                        c.set::<Option<String>, _, _>(
+                            key.clone(),
+                            value.clone(),
+                            Some(ttl.clone()),
+                            Some(SetOptions::NX),
+                            false,
+                        )
+                    }))
+                    .await;
+                    replies.iter().filter(|r| matches!(r, Ok(Some(_)))).count()
+                };
                 if granted >= floor.quorum {
                     Ok(Held::Floor(key, value))
                 } else {

@@ -10,6 +10,8 @@
 //! the `name` resource. Requests on one resource take turns; requests on
 //! different resources run side by side.
 
+#[path = "../shared/engine.rs"]
+mod engine;
 mod student;
 
 use redlock::Redlock;
@@ -17,20 +19,7 @@ use student::ControllerStudent;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let builder = Redlock::builder().app("demo");
-    let engine = match std::env::var("REDLOCK_NODES") {
-        Ok(nodes) => {
-            println!("nodes: {nodes}");
-            builder
-                .nodes(nodes.split(',').map(str::trim))
-                .build()
-                .await?
-        }
-        Err(_) => {
-            println!("nodes: in-process (set REDLOCK_NODES=redis://..,redis://.. for real Redis)");
-            builder.in_memory().build().await?
-        }
-    };
+    let engine = engine::from_env("demo").await?;
     let controller = ControllerStudent::new(&engine);
 
     let c = &controller;

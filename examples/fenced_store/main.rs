@@ -5,25 +5,18 @@
 //! REDLOCK_NODES=redis://..,redis://.. cargo run --example fenced_store
 //! ```
 
+#[path = "../shared/engine.rs"]
+mod engine;
 mod store;
 
 use std::time::Duration;
 
-use redlock::{LockOptions, Redlock};
+use redlock::LockOptions;
 use store::FencedStore;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let builder = Redlock::builder().app("fencing");
-    let engine = match std::env::var("REDLOCK_NODES") {
-        Ok(nodes) => {
-            builder
-                .nodes(nodes.split(',').map(str::trim))
-                .build()
-                .await?
-        }
-        Err(_) => builder.in_memory().build().await?,
-    };
+    let engine = engine::from_env("fencing").await?;
     let store = FencedStore::default();
     let ttl = LockOptions::default().ttl(Duration::from_millis(500));
 

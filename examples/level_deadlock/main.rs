@@ -6,25 +6,17 @@
 //! REDLOCK_NODES=redis://..,redis://.. cargo run --example level_deadlock
 //! ```
 
+#[path = "../shared/engine.rs"]
+mod engine;
 mod scenario;
 
 use std::time::Duration;
 
-use redlock::Redlock;
 use scenario::Flavour;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let builder = Redlock::builder().app("levels");
-    let engine = match std::env::var("REDLOCK_NODES") {
-        Ok(nodes) => {
-            builder
-                .nodes(nodes.split(',').map(str::trim))
-                .build()
-                .await?
-        }
-        Err(_) => builder.in_memory().build().await?,
-    };
+    let engine = engine::from_env("levels").await?;
     let dir = std::env::temp_dir().join(format!("redlock-levels-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 

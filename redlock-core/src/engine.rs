@@ -209,6 +209,17 @@ async fn acquire(
     let mut attempts = 0u32;
     // Set up after the first attempt lost to another holder.
     let mut watch: Option<Watch> = None;
+    // Callers of this engine already waiting go first: a caller that just
+    // released the lock would otherwise win every race against the waiters
+    // it woke, and starve them.
+    if engine.wakeup.is_watched(keys.locks()) {
+        let queued = watch.insert(engine.wakeup.watch(keys.locks()));
+        let seen = queued.releases();
+        tokio::select! {
+            () = tokio::time::sleep(retry_pause(&settings)) => {}
+            () = queued.released_since(seen) => {}
+        }
+    }
     loop {
         attempts += 1;
         let releases_before = watch.as_ref().map(Watch::releases);

@@ -97,6 +97,15 @@ impl Wakeup {
         }
     }
 
+    /// True when a caller of this engine is waiting for one of `keys`.
+    pub fn is_watched(&self, keys: &[Key]) -> bool {
+        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        !watched.is_empty()
+            && keys
+                .iter()
+                .any(|key| key.as_str().is_some_and(|key| watched.contains_key(key)))
+    }
+
     /// Watches `keys` until the returned [`Watch`] is dropped.
     pub fn watch(self: &Arc<Self>, keys: &[Key]) -> Watch {
         let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
