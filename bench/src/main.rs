@@ -116,11 +116,7 @@ async fn run(args: Args) {
             engine,
             LockOptions::default().ttl(LOCK_TTL).fencing(false),
         ));
-        let wanted = |scenario: &str| {
-            args.only
-                .as_deref()
-                .is_none_or(|only| scenario == only)
-        };
+        let wanted = |scenario: &str| args.only.as_deref().is_none_or(|only| scenario == only);
         for (i, system) in systems.iter().enumerate() {
             // The unfenced engine is the last system; name it apart.
             let name = if i == systems.len() - 1 {
@@ -150,11 +146,7 @@ async fn run(args: Args) {
     print_ratios(&rows);
 
     println!();
-    if args
-        .only
-        .as_deref()
-        .is_none_or(|only| only == "held-many")
-    {
+    if args.only.as_deref().is_none_or(|only| only == "held-many") {
         for &n in &args.nodes {
             held::held_many(n, args.held, Duration::from_secs(args.held_seconds)).await;
         }
