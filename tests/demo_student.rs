@@ -17,15 +17,7 @@ async fn requests_on_one_resource_take_turns_and_others_run_alongside() {
     let nodes = Nodes::start(3);
     let engine = nodes.engine("demo", quick()).await;
     let controller = ControllerStudent::new(&engine);
-    let c = &controller;
-    let (a, b, c3, d, e, f) = tokio::join!(
-        c.visit(1, 42),
-        c.visit(2, 42),
-        c.visit(3, 42),
-        c.visit(4, 7),
-        c.rename(5),
-        c.rename(6),
-    );
+    let [a, b, c3, d, e, f] = controller.six_requests().await;
     let mut visits42: Vec<String> = [a, b, c3].into_iter().map(Result::unwrap).collect();
     visits42.sort();
     assert_eq!(

@@ -130,28 +130,6 @@ async fn contend(engines: &[Redlock], rounds: usize, checker: &Checker, counter:
     }
 }
 
-/// Locks until `node` takes part again (its key is set while locked).
-async fn wait_until_node_votes(cluster: &Cluster, engine: &Redlock, node: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let key = engine.key("probe", None).unwrap();
-    loop {
-        let lock = engine
-            .acquire(&["probe"], LockOptions::default())
-            .await
-            .unwrap();
-        let held = cluster.nodes.values(&key).await;
-        lock.release().await.unwrap();
-        if held[node].is_some() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {node} never took part again: {held:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_faults_of_every_kind_keep_the_lock_safe() {
     for fault in ALL_FAULTS {
@@ -169,7 +147,10 @@ async fn minority_faults_of_every_kind_keep_the_lock_safe() {
         let during = during.elapsed();
         cluster.heal(fault, 0);
         contend(&engines, 10, &checker, &counter).await;
-        wait_until_node_votes(&cluster, &engines[0], 0).await;
+        cluster
+            .nodes
+            .wait_until_node_takes_part(&engines[0], 0)
+            .await;
 
         // A node that lost its data is outside the fencing claim: tokens may
         // repeat (a fencing store then rejects the write), but holds never overlap.

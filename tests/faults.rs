@@ -108,26 +108,9 @@ async fn a_paused_majority_times_out_and_recovers_after_resume() {
 async fn a_restarted_node_rejoins() {
     let mut nodes = Nodes::start(3);
     let engine = nodes.engine("t", quick()).await;
-    let key = engine.key("r", None).unwrap();
     nodes.servers[0].restart();
     // The client reconnects in the background; the node votes again once it has.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let lock = engine
-            .acquire(&["r"], LockOptions::default())
-            .await
-            .unwrap();
-        let held = nodes.values(&key).await;
-        lock.release().await.unwrap();
-        if held.iter().all(Option::is_some) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted node never rejoined: {held:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    nodes.wait_until_node_takes_part(&engine, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

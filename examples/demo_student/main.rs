@@ -22,15 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = engine::from_env("demo").await?;
     let controller = ControllerStudent::new(&engine);
 
-    let c = &controller;
-    let (a, b, c3, d, e, f) = tokio::join!(
-        c.visit(1, 42),
-        c.visit(2, 42),
-        c.visit(3, 42),
-        c.visit(4, 7),
-        c.rename(5),
-        c.rename(6),
-    );
+    let results = controller.six_requests().await;
 
     println!("\ntimeline (ms since start; one column per resource):");
     for event in controller.journal() {
@@ -50,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("\nresults:");
-    for (request, result) in [a, b, c3, d, e, f].into_iter().enumerate() {
+    for (request, result) in results.into_iter().enumerate() {
         println!("  request {}: {}", request + 1, result?);
     }
     println!(

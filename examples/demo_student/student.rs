@@ -93,6 +93,20 @@ impl ControllerStudent {
             .await
     }
 
+    /// The demo's six concurrent requests: three visits of user 42, one of
+    /// user 7, and two renames; results in request order.
+    pub async fn six_requests(&self) -> [Result<String>; 6] {
+        let (a, b, c, d, e, f) = tokio::join!(
+            self.visit(1, 42),
+            self.visit(2, 42),
+            self.visit(3, 42),
+            self.visit(4, 7),
+            self.rename(5),
+            self.rename(6),
+        );
+        [a, b, c, d, e, f]
+    }
+
     /// The events so far, in time order.
     pub fn journal(&self) -> Vec<Event> {
         self.journal.lock().unwrap().clone()

@@ -247,6 +247,30 @@ impl Nodes {
             .expect("build an engine over the test servers")
     }
 
+    /// Locks and releases a probe resource until server `node` holds the
+    /// probe's key while it is locked: the node takes part in locking again
+    /// (after a restart or a healed fault). Panics after 30 s.
+    pub async fn wait_until_node_takes_part(&self, engine: &Redlock, node: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let key = engine.key("probe", None).unwrap();
+        loop {
+            let lock = engine
+                .acquire(&["probe"], LockOptions::default())
+                .await
+                .unwrap();
+            let held = self.values(&key).await;
+            lock.release().await.unwrap();
+            if held[node].is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} never took part again: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The value stored under `key` on each server (`None` for a down or paused one).
     pub async fn values(&self, key: &str) -> Vec<Option<String>> {
         let mut values = Vec::new();
