@@ -255,7 +255,10 @@ async fn validity_is_measured_on_the_client_from_the_attempt_start() {
         proxy.set(Mode::Delay(Duration::from_millis(100)));
     }
     let ttl = Duration::from_secs(5);
-    let engine = cluster.engine(quick().ttl(ttl)).await;
+    // Generous per-node timeout: the slowed round trip must not time out on a loaded machine.
+    let engine = cluster
+        .engine(quick().ttl(ttl).node_timeout(Duration::from_secs(2)))
+        .await;
     let lock = engine
         .acquire(&["v"], LockOptions::default())
         .await

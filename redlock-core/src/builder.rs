@@ -114,7 +114,8 @@ impl RedlockBuilder {
     /// Checks the configuration and connects to every node.
     pub async fn build(self) -> Result<Redlock> {
         resource::check_segment("app", &self.app)?;
-        self.defaults.resolve()?;
+        let default_settings = self.defaults.resolve()?;
+        let default_prefix = resource::key_prefix(&self.app, &default_settings.instance);
         if self.in_memory {
             if !self.urls.is_empty() {
                 return Err(invalid(
@@ -127,6 +128,8 @@ impl RedlockBuilder {
                 quorum: 1,
                 app: self.app,
                 defaults: self.defaults,
+                default_settings,
+                default_prefix,
                 warnings: Vec::new(),
                 wakeup: Wakeup::new(Vec::new()),
                 listeners: Vec::new(),
@@ -193,6 +196,8 @@ impl RedlockBuilder {
             quorum,
             app: self.app,
             defaults: self.defaults,
+            default_settings,
+            default_prefix,
             warnings,
             wakeup,
             listeners,

@@ -25,6 +25,10 @@ pub(crate) struct Inner {
     pub quorum: usize,
     pub app: String,
     pub defaults: LockOptions,
+    /// `defaults`, resolved once: the settings of a call without options.
+    pub default_settings: Settings,
+    /// The key prefix of the default instance.
+    pub default_prefix: String,
     pub warnings: Vec<String>,
     pub wakeup: Arc<Wakeup>,
     /// The release-notification listeners, one per node.
@@ -158,8 +162,15 @@ impl Redlock {
 
     /// Acquires all `resources` at once (all or nothing) and returns the guard.
     pub async fn acquire(&self, resources: &[&str], options: LockOptions) -> Result<Lock> {
-        let settings = options.or(&self.inner.defaults).resolve()?;
-        let prefix = resource::key_prefix(&self.inner.app, &settings.instance);
+        let inner = &self.inner;
+        let (settings, prefix) = if options.is_unset() {
+            let prefix = std::borrow::Cow::Borrowed(inner.default_prefix.as_str());
+            (inner.default_settings.clone(), prefix)
+        } else {
+            let settings = options.or(&inner.defaults).resolve()?;
+            let prefix = resource::key_prefix(&inner.app, &settings.instance);
+            (settings, std::borrow::Cow::Owned(prefix))
+        };
         let keys = LockKeys::new(&prefix, resources, settings.fencing)?;
         let resources = resources.iter().map(|r| (*r).to_owned()).collect();
         acquire(&self.inner, resources, keys, settings).await

@@ -132,6 +132,24 @@ impl LockOptions {
         self
     }
 
+    /// True when no field is set: the call takes the engine's defaults as they are.
+    pub(crate) fn is_unset(&self) -> bool {
+        matches!(
+            self,
+            LockOptions {
+                ttl: None,
+                wait: None,
+                retry_delay: None,
+                retry_jitter: None,
+                drift_factor: None,
+                node_timeout: None,
+                instance: None,
+                on_loss: None,
+                fencing: None,
+            }
+        )
+    }
+
     /// `self`, with every unset field taken from `defaults`.
     pub(crate) fn or(&self, defaults: &LockOptions) -> LockOptions {
         LockOptions {
@@ -195,7 +213,7 @@ impl LockOptions {
             retry_delay,
             retry_jitter,
             node_timeout,
-            instance: instance.to_owned(),
+            instance: instance.into(),
             on_loss: self.on_loss.unwrap_or_default(),
             fencing: self.fencing.unwrap_or(true),
         })
@@ -252,7 +270,7 @@ pub(crate) struct Settings {
     pub retry_delay: Duration,
     pub retry_jitter: Duration,
     pub node_timeout: Duration,
-    pub instance: String,
+    pub instance: std::sync::Arc<str>,
     pub on_loss: OnLoss,
     pub fencing: bool,
 }
@@ -316,7 +334,7 @@ mod tests {
         assert_eq!(s.lease.ttl, DEFAULT_TTL);
         assert_eq!(s.lease.drift, Duration::from_millis(302));
         assert_eq!(s.node_timeout, Duration::from_secs(1));
-        assert_eq!(s.instance, "~");
+        assert_eq!(&*s.instance, "~");
         assert_eq!(s.wait, None);
     }
 

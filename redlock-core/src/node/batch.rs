@@ -51,8 +51,9 @@ impl Op {
         }
     }
 
-    /// Whether the operation must run even when its caller stopped waiting.
-    fn must_run(self) -> bool {
+    /// Whether the operation must run even when its caller stopped waiting,
+    /// or the node is reconnecting: it undoes or completes an earlier one.
+    pub fn must_run(self) -> bool {
         matches!(self, Op::Release | Op::Fence)
     }
 }
@@ -179,6 +180,23 @@ fn answer(
 
 /// One `EVALSHA` carrying `batch`, loading the script first if the node lost it.
 async fn call(client: &Client, script: &Script, batch: &[Request]) -> Result<Value, FredError> {
+    let (keys, args) = encode(batch);
+    match client
+        .evalsha::<Value, _, _, _>(script.sha1().clone(), keys, args)
+        .await
+    {
+        // A restarted node has an empty script cache.
+        Err(e) if e.details().starts_with("NOSCRIPT") => {
+            script.load(client).await?;
+            let (keys, args) = encode(batch);
+            client.evalsha(script.sha1().clone(), keys, args).await
+        }
+        result => result,
+    }
+}
+
+/// The script's `KEYS` and `ARGV` for `batch`.
+fn encode(batch: &[Request]) -> (Vec<Key>, Vec<Value>) {
     let mut keys = Vec::with_capacity(batch.iter().map(|r| r.keys.len()).sum());
     let mut args = Vec::with_capacity(batch.iter().map(|r| r.args.len() + 2).sum());
     for request in batch {
@@ -187,17 +205,7 @@ async fn call(client: &Client, script: &Script, batch: &[Request]) -> Result<Val
         args.push(Value::Integer(request.keys.len() as i64));
         args.extend(request.args.iter().cloned());
     }
-    match client
-        .evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
-        .await
-    {
-        // A restarted node has an empty script cache.
-        Err(e) if e.details().starts_with("NOSCRIPT") => {
-            script.load(client).await?;
-            client.evalsha(script.sha1().clone(), keys, args).await
-        }
-        result => result,
-    }
+    (keys, args)
 }
 
 /// An operation's result: an integer, or the text of its error.

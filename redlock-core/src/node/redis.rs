@@ -121,8 +121,10 @@ impl RedisNode {
     /// Queues one operation and waits for its result. The operation is
     /// queued at the first poll, so it runs even if the caller stops waiting.
     async fn submit(&self, op: Op, keys: &[Key], args: Vec<Value>) -> NodeResult<i64> {
-        // A node that is reconnecting cannot answer in time; say so instead of queueing.
-        if !self.client.is_connected() {
+        // A node that is reconnecting cannot answer in time: an acquire or
+        // extend fails at once. A release or fence is queued all the same, so
+        // that it follows the acquire it undoes once the client reconnects.
+        if !op.must_run() && !self.client.is_connected() {
             return Err("not connected (reconnecting)".to_owned());
         }
         let (reply, answer) = oneshot::channel();
