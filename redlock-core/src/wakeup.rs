@@ -41,6 +41,13 @@ struct Waiting {
     notify: Notify,
 }
 
+impl Waiting {
+    fn wake(&self) {
+        self.releases.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+}
+
 impl Wakeup {
     pub fn new(subscribers: Vec<SubscriberClient>) -> Arc<Wakeup> {
         Arc::new(Wakeup {
@@ -75,16 +82,20 @@ impl Wakeup {
     pub fn wake(&self, key: &str) {
         let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = watched.get(key) {
-            entry.waiting.releases.fetch_add(1, Ordering::AcqRel);
-            entry.waiting.notify.notify_waiters();
+            entry.waiting.wake();
         }
     }
 
-    /// Wakes the waiters of each of `keys`.
+    /// Wakes the waiters of each of `keys` (on every release: one lock, and
+    /// nothing more when nobody waits).
     pub fn wake_keys(&self, keys: &[Key]) {
-        for key in keys {
-            if let Some(key) = key.as_str() {
-                self.wake(key);
+        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        if watched.is_empty() {
+            return;
+        }
+        for key in keys.iter().filter_map(Key::as_str) {
+            if let Some(entry) = watched.get(key) {
+                entry.waiting.wake();
             }
         }
     }
@@ -92,8 +103,7 @@ impl Wakeup {
     fn wake_all(&self) {
         let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         for entry in watched.values() {
-            entry.waiting.releases.fetch_add(1, Ordering::AcqRel);
-            entry.waiting.notify.notify_waiters();
+            entry.waiting.wake();
         }
     }
 
