@@ -7,6 +7,14 @@
 //! cargo run --release -p redlock-bench -- --quick      # 1 s per scenario, N = 3 only
 //! cargo run --release -p redlock-bench -- --seconds 5 --nodes 1,3,5 --held 10000 --held-seconds 30
 //! ```
+//!
+//! For instruction counts (client side only: valgrind does not follow the
+//! redis-server children), run one system for a fixed number of operations,
+//! twice, and divide the difference by the difference in operations:
+//!
+//! ```text
+//! valgrind --tool=callgrind target/release/redlock-bench --only uncontended-serial --nodes 3 --system redlock --ops 2000
+//! ```
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -34,6 +42,10 @@ struct Args {
     peer: bool,
     /// Run only this scenario (for profiling): uncontended-serial, uncontended-parallel, contended or held-many.
     only: Option<String>,
+    /// Run only the system of this name, as printed (for profiling).
+    system: Option<String>,
+    /// Run each uncontended task for this many operations instead of `seconds`.
+    ops: Option<u64>,
 }
 
 fn args() -> Args {
@@ -44,6 +56,8 @@ fn args() -> Args {
         held_seconds: 30,
         peer: true,
         only: None,
+        system: None,
+        ops: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -66,6 +80,8 @@ fn args() -> Args {
             "--held-seconds" => args.held_seconds = value().parse().expect("--held-seconds N"),
             "--no-peer" => args.peer = false,
             "--only" => args.only = Some(value()),
+            "--system" => args.system = Some(value()),
+            "--ops" => args.ops = Some(value().parse().expect("--ops N")),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -83,6 +99,10 @@ fn main() {
 }
 
 async fn run(args: Args) {
+    let budget = match args.ops {
+        Some(ops) => Budget::Ops(ops),
+        None => Budget::Time(Duration::from_secs_f64(args.seconds)),
+    };
     let duration = Duration::from_secs_f64(args.seconds);
     println!(
         "machine: {} cores; tokio multi-thread runtime, 2 workers; {} s per scenario\n",
@@ -124,12 +144,15 @@ async fn run(args: Args) {
             } else {
                 system.name()
             };
+            if args.system.as_deref().is_some_and(|s| s != name) {
+                continue;
+            }
             if wanted("uncontended-serial") {
-                let s = uncontended(system, 1, duration).await;
+                let s = uncontended(system, 1, budget).await;
                 rows.push(Row::from("uncontended-serial", name, n, s));
             }
             if wanted("uncontended-parallel") {
-                let s = uncontended(system, 64, duration).await;
+                let s = uncontended(system, 64, budget).await;
                 rows.push(Row::from("uncontended-parallel", name, n, s));
             }
             let pollable = matches!(system, System::Peer(_)) || name == "redlock";
@@ -153,12 +176,24 @@ async fn run(args: Args) {
     }
 }
 
+/// How long an uncontended scenario runs.
+#[derive(Clone, Copy)]
+enum Budget {
+    Time(Duration),
+    /// This many operations per task (for instruction counts).
+    Ops(u64),
+}
+
 /// `tasks` tasks each acquire and release fresh resources in a loop.
-async fn uncontended(system: &System, tasks: usize, duration: Duration) -> Samples {
+async fn uncontended(system: &System, tasks: usize, budget: Budget) -> Samples {
+    let (duration, ops) = match budget {
+        Budget::Time(duration) => (duration, u64::MAX),
+        Budget::Ops(ops) => (Duration::from_secs(3600), ops),
+    };
     drive(tasks, duration, |task, stop| async move {
         let mut samples = Samples::default();
         let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && i < ops {
             i += 1;
             let resource = format!("u-{task}-{i}");
             let t0 = Instant::now();
@@ -214,11 +249,14 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let runs = (0..tasks).map(|task| body(task, stop.clone()));
-    let timer = async {
-        tokio::time::sleep(duration).await;
-        stop.store(true, Ordering::Relaxed);
+    let mut runs = std::pin::pin!(futures::future::join_all(runs));
+    let all = tokio::select! {
+        all = &mut runs => all,
+        () = tokio::time::sleep(duration) => {
+            stop.store(true, Ordering::Relaxed);
+            runs.await
+        }
     };
-    let (all, ()) = tokio::join!(futures::future::join_all(runs), timer);
     let mut total = Samples::default();
     for s in all {
         total.merge(s);

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::types::Key;
 use tokio::time::Instant;
 
 use crate::builder::RedlockBuilder;
@@ -168,8 +167,12 @@ impl Redlock {
             (inner.default_settings.clone(), prefix)
         } else {
             let settings = options.or(&inner.defaults).resolve()?;
-            let prefix = resource::key_prefix(&inner.app, &settings.instance);
-            (settings, std::borrow::Cow::Owned(prefix))
+            let prefix = if settings.instance == inner.default_settings.instance {
+                std::borrow::Cow::Borrowed(inner.default_prefix.as_str())
+            } else {
+                std::borrow::Cow::Owned(resource::key_prefix(&inner.app, &settings.instance))
+            };
+            (settings, prefix)
         };
         let keys = LockKeys::new(&prefix, resources, settings.fencing)?;
         let resources = resources.iter().map(|r| (*r).to_owned()).collect();
@@ -246,9 +249,7 @@ async fn acquire(
             |node| {
                 let (keys, value) = (&keys, &value);
                 async move {
-                    let token = node
-                        .acquire(keys.all(), keys.lock_count(), value, ttl_ms)
-                        .await?;
+                    let token = node.acquire(keys, value, ttl_ms).await?;
                     Ok(match token {
                         Some(token) => (Vote::Granted, token),
                         None => (Vote::Held, 0),
@@ -282,7 +283,7 @@ async fn acquire(
         // A failed attempt leaves nothing behind: every node that may hold our
         // value (granted, failed, timed out, not awaited) is told to drop it.
         if votes.iter().any(|(v, _)| *v != Vote::Held) {
-            release_attempt(nodes, keys.locks(), &value, settings.node_timeout).await;
+            release_attempt(nodes, &keys, &value, settings.node_timeout).await;
         }
 
         let now = Instant::now();
@@ -341,7 +342,7 @@ async fn acquire(
 /// Best-effort release of one failed attempt's value on every node.
 async fn release_attempt(
     nodes: &[Node],
-    keys: &[Key],
+    keys: &LockKeys,
     value: &fred::types::Value,
     timeout: Duration,
 ) {
@@ -374,11 +375,7 @@ async fn settle_token(
         Until::Decided {
             quorum: engine.quorum,
         },
-        |node| async move {
-            node.fence(keys.counters(), token)
-                .await
-                .map(|()| (Vote::Granted, 0))
-        },
+        |node| async move { node.fence(keys, token).await.map(|()| (Vote::Granted, 0)) },
     )
     .await;
     (quorum::tally(&written).granted >= engine.quorum).then_some(token)

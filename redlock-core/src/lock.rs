@@ -115,7 +115,7 @@ impl Held {
                 quorum: self.engine.quorum,
             },
             |node| async move {
-                node.extend(self.keys.locks(), &self.value, lease.ttl_ms)
+                node.extend(&self.keys, &self.value, lease.ttl_ms)
                     .await
                     .map(|extended| (if extended { Vote::Granted } else { Vote::Gone }, 0))
             },
@@ -156,7 +156,7 @@ impl Held {
             Until::All,
             // Deleted or already gone, the node is rid of our value.
             |node| async move {
-                node.release(self.keys.locks(), &self.value, true)
+                node.release(&self.keys, &self.value, true)
                     .await
                     .map(|_| (Vote::Granted, 0))
             },

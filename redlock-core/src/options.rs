@@ -1,5 +1,6 @@
 //! Per-call lock options, and their resolution against the engine's defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -58,7 +59,7 @@ pub struct LockOptions {
     pub(crate) retry_jitter: Option<Duration>,
     pub(crate) drift_factor: Option<f64>,
     pub(crate) node_timeout: Option<Duration>,
-    pub(crate) instance: Option<String>,
+    pub(crate) instance: Option<Arc<str>>,
     pub(crate) on_loss: Option<OnLoss>,
     pub(crate) fencing: Option<bool>,
 }
@@ -111,7 +112,7 @@ impl LockOptions {
 
     /// The instance segment of the key (`redlock_{app}:{instance}:{resource}`; default `~`).
     pub fn instance(mut self, instance: impl Into<String>) -> Self {
-        self.instance = Some(instance.into());
+        self.instance = Some(instance.into().into());
         self
     }
 
@@ -204,8 +205,11 @@ impl LockOptions {
                 format!("{retry_jitter:?} exceeds the retry delay {retry_delay:?}; make it at most the delay"),
             ));
         }
-        let instance = self.instance.as_deref().unwrap_or(DEFAULT_INSTANCE);
-        resource::check_segment("instance", instance)?;
+        let instance = match &self.instance {
+            Some(instance) => instance.clone(),
+            None => default_instance(),
+        };
+        resource::check_segment("instance", &instance)?;
         Ok(Settings {
             lease,
             drift_factor,
@@ -213,11 +217,17 @@ impl LockOptions {
             retry_delay,
             retry_jitter,
             node_timeout,
-            instance: instance.into(),
+            instance,
             on_loss: self.on_loss.unwrap_or_default(),
             fencing: self.fencing.unwrap_or(true),
         })
     }
+}
+
+/// [`DEFAULT_INSTANCE`], shared rather than allocated per lock.
+fn default_instance() -> Arc<str> {
+    static INSTANCE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| DEFAULT_INSTANCE.into()).clone()
 }
 
 pub(crate) fn invalid(option: &'static str, reason: String) -> Error {
@@ -270,7 +280,7 @@ pub(crate) struct Settings {
     pub retry_delay: Duration,
     pub retry_jitter: Duration,
     pub node_timeout: Duration,
-    pub instance: std::sync::Arc<str>,
+    pub instance: Arc<str>,
     pub on_loss: OnLoss,
     pub fencing: bool,
 }

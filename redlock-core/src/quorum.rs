@@ -26,7 +26,9 @@ pub(crate) enum Until {
 /// for acquire; 0 when there is none).
 pub(crate) type Answer = (Vote, u64);
 
-/// Runs `op` on every node at once, each bounded by `timeout`; answers are in node order.
+/// Runs `op` on every node at once, all bounded by `timeout`; answers are
+/// in node order. A node still running when the outcome is decided is
+/// `Unanswered`; one still running at the timeout is `TimedOut`.
 pub(crate) async fn fan_out<'a, F, Fut>(
     nodes: &'a [Node],
     timeout: Duration,
@@ -37,52 +39,46 @@ where
     F: Fn(&'a Node) -> Fut,
     Fut: Future<Output = NodeResult<Answer>> + 'a,
 {
-    let mut pending: Vec<Pin<Box<_>>> = nodes
-        .iter()
-        .map(|node| {
-            let call = op(node);
-            Box::pin(async move {
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(reason)) => (Vote::Failed(reason), 0),
-                    Err(_) => (Vote::TimedOut(timeout), 0),
-                }
-            })
-        })
-        .collect();
-    let mut votes: Vec<Option<Answer>> = vec![None; nodes.len()];
+    // `None` once the node has answered.
+    let mut pending: Vec<Option<Pin<Box<Fut>>>> =
+        nodes.iter().map(|node| Some(Box::pin(op(node)))).collect();
+    let mut votes: Vec<Answer> = vec![(Vote::Unanswered, 0); nodes.len()];
+    // One timer for all nodes: they all started now.
+    let mut deadline = std::pin::pin!(tokio::time::sleep(timeout));
     poll_fn(|cx| {
-        for (slot, call) in votes.iter_mut().zip(pending.iter_mut()) {
-            if slot.is_none() {
-                if let Poll::Ready(vote) = call.as_mut().poll(cx) {
-                    *slot = Some(vote);
+        for (vote, slot) in votes.iter_mut().zip(pending.iter_mut()) {
+            if let Some(call) = slot {
+                if let Poll::Ready(result) = call.as_mut().poll(cx) {
+                    *vote = result.unwrap_or_else(|reason| (Vote::Failed(reason), 0));
+                    *slot = None;
                 }
             }
         }
-        if votes.iter().all(Option::is_some) || decided(&votes, until) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        if pending.iter().all(Option::is_none) || decided(&votes, until) {
+            return Poll::Ready(());
         }
+        if deadline.as_mut().poll(cx).is_ready() {
+            for (vote, slot) in votes.iter_mut().zip(&pending) {
+                if slot.is_some() {
+                    *vote = (Vote::TimedOut(timeout), 0);
+                }
+            }
+            return Poll::Ready(());
+        }
+        Poll::Pending
     })
     .await;
     votes
-        .into_iter()
-        .map(|v| v.unwrap_or((Vote::Unanswered, 0)))
-        .collect()
 }
 
-fn decided(votes: &[Option<Answer>], until: Until) -> bool {
+fn decided(votes: &[Answer], until: Until) -> bool {
     let Until::Decided { quorum } = until else {
         return false;
     };
-    let granted = votes
-        .iter()
-        .filter(|v| matches!(v, Some((Vote::Granted, _))))
-        .count();
+    let granted = votes.iter().filter(|(v, _)| *v == Vote::Granted).count();
     let refused = votes
         .iter()
-        .filter(|v| matches!(v, Some((vote, _)) if *vote != Vote::Granted))
+        .filter(|(v, _)| !matches!(v, Vote::Granted | Vote::Unanswered))
         .count();
     granted >= quorum || refused > votes.len() - quorum
 }
@@ -137,12 +133,11 @@ mod tests {
     #[test]
     fn decided_as_soon_as_quorum_is_known() {
         let q = Until::Decided { quorum: 2 };
-        let g = Some((Vote::Granted, 0));
-        let h = Some((Vote::Held, 0));
-        assert!(!decided(&[g.clone(), None, None], q));
-        assert!(decided(&[g.clone(), g.clone(), None], q));
-        assert!(!decided(&[h.clone(), None, None], q));
-        assert!(decided(&[h.clone(), None, h.clone()], q));
-        assert!(!decided(&[g, None, None], Until::All));
+        let (g, h, none) = ((Vote::Granted, 0), (Vote::Held, 0), (Vote::Unanswered, 0));
+        assert!(!decided(&[g.clone(), none.clone(), none.clone()], q));
+        assert!(decided(&[g.clone(), g.clone(), none.clone()], q));
+        assert!(!decided(&[h.clone(), none.clone(), none.clone()], q));
+        assert!(decided(&[h.clone(), none.clone(), h.clone()], q));
+        assert!(!decided(&[g, none.clone(), none], Until::All));
     }
 }

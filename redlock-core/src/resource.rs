@@ -118,9 +118,11 @@ pub(crate) fn fence_key(lock_key: &str) -> String {
 }
 
 /// The keys of one lock: its lock keys, then (when fencing) their counters,
-/// in one vector so that a single script call covers all of them.
+/// in one list so that a single script call covers all of them. Shared, so
+/// that the operation queued for each node costs no copy.
+#[derive(Clone)]
 pub(crate) struct LockKeys {
-    all: Vec<fred::types::Key>,
+    all: std::sync::Arc<[fred::types::Key]>,
     locks: usize,
 }
 

@@ -10,7 +10,8 @@
 //! own `pcall`: its result is an integer, or a string starting with `ERR`
 //! when it failed (e.g. a key holding application data of another type), so
 //! one bad operation cannot fail the others. An operation checks everything
-//! it reads before it writes anything.
+//! it reads before it writes anything. The reply is the array of results, or
+//! the bare result for a batch of one (no array to build and take apart).
 //!
 //! - `A value ttl_ms locks`: takes every lock key (the first `locks` keys) or
 //!   none, and draws a fencing token from the counters (the other keys).
@@ -93,5 +94,6 @@ while arg <= #ARGV do
   end
   key, arg = key + count, arg + 2 + op[2]
 end
+if #results == 1 then return results[1] end
 return results
 "#;

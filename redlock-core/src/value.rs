@@ -13,12 +13,13 @@ pub(crate) fn fresh() -> Value {
     // The OS random source does not fail on supported platforms once the
     // process runs; if it ever does, a lock must not go ahead with a guessable value.
     getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-    let mut hex = String::with_capacity(VALUE_BYTES * 2);
-    for b in bytes {
-        hex.push(char::from(HEX[usize::from(b >> 4)]));
-        hex.push(char::from(HEX[usize::from(b & 0x0f)]));
+    let mut hex = [0u8; VALUE_BYTES * 2];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
     }
-    Value::from(hex)
+    // Owned by the one shared allocation its clones (one per node) point to.
+    Value::Bytes(fred::bytes::Bytes::from_owner(hex))
 }
 
 /// A random duration in `[0, 2 * span]`, for jittered retries.

@@ -23,6 +23,7 @@ use fred::types::{Key, Value};
 use tokio::sync::oneshot;
 
 use super::NodeResult;
+use crate::resource::LockKeys;
 
 /// At most this many operations per script call, so one call never holds
 /// the server for long.
@@ -32,37 +33,78 @@ const MAX_BATCH: usize = 256;
 /// on (callers have given up long before: this only unblocks the queue).
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The operations of the batch script.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An operation of the batch script, on a lock's keys (shared, not copied).
 pub(crate) enum Op {
-    Acquire,
-    Extend,
-    Release,
-    Fence,
+    /// Takes the lock keys and draws a fencing token from the counters.
+    Acquire {
+        keys: LockKeys,
+        value: Value,
+        ttl_ms: u64,
+    },
+    /// Resets the TTL of the lock keys.
+    Extend {
+        keys: LockKeys,
+        value: Value,
+        ttl_ms: u64,
+    },
+    /// Deletes the lock keys that hold `value`.
+    Release {
+        keys: LockKeys,
+        value: Value,
+        announce: bool,
+    },
+    /// Raises the counters to `token`.
+    Fence { keys: LockKeys, token: u64 },
 }
 
 impl Op {
-    fn code(self) -> &'static str {
+    /// Whether the operation must run even when its caller stopped waiting,
+    /// or the node is reconnecting: it undoes or completes an earlier one.
+    pub fn must_run(&self) -> bool {
+        matches!(self, Op::Release { .. } | Op::Fence { .. })
+    }
+
+    /// The keys the script gets for this operation.
+    fn keys(&self) -> &[Key] {
         match self {
-            Op::Acquire => "A",
-            Op::Extend => "E",
-            Op::Release => "R",
-            Op::Fence => "F",
+            Op::Acquire { keys, .. } => keys.all(),
+            Op::Extend { keys, .. } | Op::Release { keys, .. } => keys.locks(),
+            Op::Fence { keys, .. } => keys.counters(),
         }
     }
 
-    /// Whether the operation must run even when its caller stopped waiting,
-    /// or the node is reconnecting: it undoes or completes an earlier one.
-    pub fn must_run(self) -> bool {
-        matches!(self, Op::Release | Op::Fence)
+    /// Appends the operation's `ARGV` part: `code, key count, args...` (see `scripts`).
+    fn push_args(&self, args: &mut Vec<Value>) {
+        let code = match self {
+            Op::Acquire { .. } => "A",
+            Op::Extend { .. } => "E",
+            Op::Release { .. } => "R",
+            Op::Fence { .. } => "F",
+        };
+        args.push(Value::from_static_str(code));
+        args.push(int(self.keys().len() as u64));
+        match self {
+            Op::Acquire {
+                keys,
+                value,
+                ttl_ms,
+            } => args.extend([value.clone(), int(*ttl_ms), int(keys.lock_count() as u64)]),
+            Op::Extend { value, ttl_ms, .. } => args.extend([value.clone(), int(*ttl_ms)]),
+            Op::Release {
+                value, announce, ..
+            } => args.extend([value.clone(), int(u64::from(*announce))]),
+            Op::Fence { token, .. } => args.push(int(*token)),
+        }
     }
+}
+
+fn int(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// One queued operation.
 pub(crate) struct Request {
     pub op: Op,
-    pub keys: Vec<Key>,
-    pub args: Vec<Value>,
     pub reply: oneshot::Sender<NodeResult<i64>>,
 }
 
@@ -76,6 +118,8 @@ pub(crate) struct Queue {
 #[derive(Default)]
 struct State {
     pending: Vec<Request>,
+    /// The last batch's emptied vector, the next `pending` (saves an allocation per batch).
+    spare: Vec<Request>,
     /// A batch is in flight: new operations wait for the next one.
     busy: bool,
 }
@@ -97,7 +141,7 @@ impl Queue {
             !std::mem::replace(&mut state.busy, true)
         };
         if lead {
-            if let Some(batch) = self.take_batch() {
+            if let Some(batch) = self.take_batch(Vec::new()) {
                 let mut in_flight = InFlight(Some(self.clone().send(batch)));
                 if let Some(batch) = in_flight.0.as_mut() {
                     batch.await;
@@ -112,8 +156,12 @@ impl Queue {
     }
 
     /// The next batch, or `None` (and the queue idle) when nothing is pending.
-    fn take_batch(&self) -> Option<Vec<Request>> {
+    /// `emptied` is the vector of the batch just answered, kept for reuse.
+    fn take_batch(&self, emptied: Vec<Request>) -> Option<Vec<Request>> {
         let mut state = self.lock();
+        if emptied.capacity() > state.spare.capacity() {
+            state.spare = emptied;
+        }
         // An acquire or extend nobody waits for any more is not sent at all.
         state
             .pending
@@ -122,7 +170,8 @@ impl Queue {
             state.busy = false;
             return None;
         }
-        let mut batch = std::mem::take(&mut state.pending);
+        let spare = std::mem::take(&mut state.spare);
+        let mut batch = std::mem::replace(&mut state.pending, spare);
         if batch.len() > MAX_BATCH {
             state.pending = batch.split_off(MAX_BATCH);
         }
@@ -130,12 +179,12 @@ impl Queue {
     }
 
     /// Sends `batch`, answers its callers, then starts the next batch in a task.
-    fn send(self: Arc<Self>, batch: Vec<Request>) -> BatchFuture {
+    fn send(self: Arc<Self>, mut batch: Vec<Request>) -> BatchFuture {
         Box::pin(async move {
             let outcome =
                 tokio::time::timeout(BATCH_TIMEOUT, call(&self.client, &self.script, &batch)).await;
-            answer(batch, outcome);
-            if let Some(next) = self.take_batch() {
+            answer(&mut batch, outcome);
+            if let Some(next) = self.take_batch(batch) {
                 tokio::spawn(self.clone().send(next));
             }
         })
@@ -157,14 +206,21 @@ impl Drop for InFlight {
     }
 }
 
-/// Hands each caller of `batch` its result.
+/// Hands each caller of `batch` its result, leaving `batch` empty.
 fn answer(
-    batch: Vec<Request>,
+    batch: &mut Vec<Request>,
     outcome: Result<Result<Value, FredError>, tokio::time::error::Elapsed>,
 ) {
     let failure = match outcome {
+        // The script answers a batch of one with its bare result.
+        Ok(Ok(result)) if batch.len() == 1 && !matches!(result, Value::Array(_)) => {
+            if let Some(request) = batch.pop() {
+                let _ = request.reply.send(parse(result));
+            }
+            return;
+        }
         Ok(Ok(Value::Array(results))) if results.len() == batch.len() => {
-            for (request, result) in batch.into_iter().zip(results) {
+            for (request, result) in batch.drain(..).zip(results) {
                 let _ = request.reply.send(parse(result));
             }
             return;
@@ -173,7 +229,7 @@ fn answer(
         Ok(Err(e)) => super::redis::describe(e),
         Err(_) => format!("no answer within {BATCH_TIMEOUT:?}"),
     };
-    for request in batch {
+    for request in batch.drain(..) {
         let _ = request.reply.send(Err(failure.clone()));
     }
 }
@@ -181,10 +237,7 @@ fn answer(
 /// One `EVALSHA` carrying `batch`, loading the script first if the node lost it.
 async fn call(client: &Client, script: &Script, batch: &[Request]) -> Result<Value, FredError> {
     let (keys, args) = encode(batch);
-    match client
-        .evalsha::<Value, _, _, _>(script.sha1().clone(), keys, args)
-        .await
-    {
+    match client.evalsha(script.sha1().clone(), keys, args).await {
         // A restarted node has an empty script cache.
         Err(e) if e.details().starts_with("NOSCRIPT") => {
             script.load(client).await?;
@@ -195,15 +248,15 @@ async fn call(client: &Client, script: &Script, batch: &[Request]) -> Result<Val
     }
 }
 
-/// The script's `KEYS` and `ARGV` for `batch`.
+/// The script's `KEYS` and `ARGV` for `batch`: every operation's keys, and
+/// every operation's `ARGV` part, in queue order.
 fn encode(batch: &[Request]) -> (Vec<Key>, Vec<Value>) {
-    let mut keys = Vec::with_capacity(batch.iter().map(|r| r.keys.len()).sum());
-    let mut args = Vec::with_capacity(batch.iter().map(|r| r.args.len() + 2).sum());
+    let mut keys = Vec::with_capacity(batch.iter().map(|r| r.op.keys().len()).sum());
+    // An operation has at most five `ARGV` entries.
+    let mut args = Vec::with_capacity(5 * batch.len());
     for request in batch {
-        keys.extend(request.keys.iter().cloned());
-        args.push(Value::from_static_str(request.op.code()));
-        args.push(Value::Integer(request.keys.len() as i64));
-        args.extend(request.args.iter().cloned());
+        keys.extend_from_slice(request.op.keys());
+        request.op.push_args(&mut args);
     }
     (keys, args)
 }

@@ -8,10 +8,12 @@ mod redis;
 
 use std::time::Duration;
 
-use fred::types::{Key, Value};
+use fred::types::Value;
 
 pub(crate) use memory::MemoryNode;
 pub(crate) use redis::RedisNode;
+
+use crate::resource::LockKeys;
 
 /// What a node said to one operation, before timeouts are applied.
 pub(crate) type NodeResult<T> = Result<T, String>;
@@ -78,51 +80,50 @@ impl Node {
         }
     }
 
-    /// Takes the first `locks` of `keys` for `value` for `ttl_ms`, all or
-    /// none; the other keys are the resources' fencing counters. Returns
-    /// `None` when a lock key is held by another, else the node's fencing
-    /// token (0 without counters).
+    /// Takes all lock keys of `keys` for `value` for `ttl_ms`, or none, and
+    /// draws a fencing token from their counters. Returns `None` when a lock
+    /// key is held by another, else the node's fencing token (0 without
+    /// counters).
     pub async fn acquire(
         &self,
-        keys: &[Key],
-        locks: usize,
+        keys: &LockKeys,
         value: &Value,
         ttl_ms: u64,
     ) -> NodeResult<Option<u64>> {
         match &self.backend {
-            Backend::Redis(node) => node.acquire(keys, locks, value, ttl_ms).await,
-            Backend::Memory(node) => Ok(node.acquire(keys, locks, value, ttl_ms)),
+            Backend::Redis(node) => node.acquire(keys, value, ttl_ms).await,
+            Backend::Memory(node) => Ok(node.acquire(keys.all(), keys.lock_count(), value, ttl_ms)),
         }
     }
 
-    /// Raises the fencing `counters` to at least `token`.
-    pub async fn fence(&self, counters: &[Key], token: u64) -> NodeResult<()> {
+    /// Raises the fencing counters of `keys` to at least `token`.
+    pub async fn fence(&self, keys: &LockKeys, token: u64) -> NodeResult<()> {
         match &self.backend {
-            Backend::Redis(node) => node.fence(counters, token).await,
+            Backend::Redis(node) => node.fence(keys, token).await,
             Backend::Memory(node) => {
-                node.fence(counters, token);
+                node.fence(keys.counters(), token);
                 Ok(())
             }
         }
     }
 
-    /// Resets the TTL of all `keys` if they all hold `value`: false when any is gone.
-    pub async fn extend(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
+    /// Resets the TTL of all lock keys if they all hold `value`: false when any is gone.
+    pub async fn extend(&self, keys: &LockKeys, value: &Value, ttl_ms: u64) -> NodeResult<bool> {
         match &self.backend {
             Backend::Redis(node) => node.extend(keys, value, ttl_ms).await,
-            Backend::Memory(node) => Ok(node.extend(keys, value, ttl_ms)),
+            Backend::Memory(node) => Ok(node.extend(keys.locks(), value, ttl_ms)),
         }
     }
 
-    /// Deletes the `keys` that hold `value`; returns how many did. With
+    /// Deletes the lock keys that hold `value`; returns how many did. With
     /// `announce`, each deleted key is published, waking waiters elsewhere:
     /// a lock's release announces, a failed attempt's clean-up does not (its
     /// waiters are better left to the real holder's release than woken into
     /// another race).
-    pub async fn release(&self, keys: &[Key], value: &Value, announce: bool) -> NodeResult<u64> {
+    pub async fn release(&self, keys: &LockKeys, value: &Value, announce: bool) -> NodeResult<u64> {
         match &self.backend {
             Backend::Redis(node) => node.release(keys, value, announce).await,
-            Backend::Memory(node) => Ok(node.release(keys, value)),
+            Backend::Memory(node) => Ok(node.release(keys.locks(), value)),
         }
     }
 }

@@ -6,13 +6,14 @@ use fred::error::Error as FredError;
 use fred::interfaces::ClientLike;
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scripts::Script;
-use fred::types::{Builder, Key, Value};
+use fred::types::{Builder, Value};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use super::batch::{Op, Queue, Request};
 use super::{ConnectSettings, NodeResult};
+use crate::resource::LockKeys;
 use crate::scripts;
 
 /// A Redis server as a lock node.
@@ -88,39 +89,53 @@ impl RedisNode {
     /// See [`Node::acquire`](super::Node::acquire).
     pub async fn acquire(
         &self,
-        keys: &[Key],
-        locks: usize,
+        keys: &LockKeys,
         value: &Value,
         ttl_ms: u64,
     ) -> NodeResult<Option<u64>> {
-        let args = vec![value.clone(), int_arg(ttl_ms), int_arg(locks as u64)];
-        let token = self.submit(Op::Acquire, keys, args).await?;
+        let token = self
+            .submit(Op::Acquire {
+                keys: keys.clone(),
+                value: value.clone(),
+                ttl_ms,
+            })
+            .await?;
         Ok(u64::try_from(token).ok())
     }
 
     /// See [`Node::fence`](super::Node::fence).
-    pub async fn fence(&self, counters: &[Key], token: u64) -> NodeResult<()> {
-        self.submit(Op::Fence, counters, vec![int_arg(token)])
-            .await
-            .map(drop)
+    pub async fn fence(&self, keys: &LockKeys, token: u64) -> NodeResult<()> {
+        let keys = keys.clone();
+        self.submit(Op::Fence { keys, token }).await.map(drop)
     }
 
     /// See [`Node::extend`](super::Node::extend).
-    pub async fn extend(&self, keys: &[Key], value: &Value, ttl_ms: u64) -> NodeResult<bool> {
-        let args = vec![value.clone(), int_arg(ttl_ms)];
-        Ok(self.submit(Op::Extend, keys, args).await? == 1)
+    pub async fn extend(&self, keys: &LockKeys, value: &Value, ttl_ms: u64) -> NodeResult<bool> {
+        let extended = self
+            .submit(Op::Extend {
+                keys: keys.clone(),
+                value: value.clone(),
+                ttl_ms,
+            })
+            .await?;
+        Ok(extended == 1)
     }
 
     /// See [`Node::release`](super::Node::release).
-    pub async fn release(&self, keys: &[Key], value: &Value, announce: bool) -> NodeResult<u64> {
-        let args = vec![value.clone(), int_arg(u64::from(announce))];
-        let deleted = self.submit(Op::Release, keys, args).await?;
+    pub async fn release(&self, keys: &LockKeys, value: &Value, announce: bool) -> NodeResult<u64> {
+        let deleted = self
+            .submit(Op::Release {
+                keys: keys.clone(),
+                value: value.clone(),
+                announce,
+            })
+            .await?;
         Ok(deleted.max(0) as u64)
     }
 
     /// Queues one operation and waits for its result. The operation is
     /// queued at the first poll, so it runs even if the caller stops waiting.
-    async fn submit(&self, op: Op, keys: &[Key], args: Vec<Value>) -> NodeResult<i64> {
+    async fn submit(&self, op: Op) -> NodeResult<i64> {
         // A node that is reconnecting cannot answer in time: an acquire or
         // extend fails at once. A release or fence is queued all the same, so
         // that it follows the acquire it undoes once the client reconnects.
@@ -128,21 +143,12 @@ impl RedisNode {
             return Err("not connected (reconnecting)".to_owned());
         }
         let (reply, answer) = oneshot::channel();
-        let request = Request {
-            op,
-            keys: keys.to_vec(),
-            args,
-            reply,
-        };
+        let request = Request { op, reply };
         self.queue.submit(request).await;
         answer
             .await
             .map_err(|_| "the node's queue dropped the operation".to_owned())?
     }
-}
-
-fn int_arg(n: u64) -> Value {
-    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// A client error as the user should read it.
