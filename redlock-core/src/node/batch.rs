@@ -98,8 +98,15 @@ impl Op {
     }
 }
 
+/// `n` as a script argument. Counts and flags are single digits: sent as
+/// static text they skip integer formatting, which costs more than the rest
+/// of the argument's encoding.
 fn int(n: u64) -> Value {
-    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(n as usize) {
+        Some(digit) => Value::from_static_str(digit),
+        None => Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+    }
 }
 
 /// One queued operation.
