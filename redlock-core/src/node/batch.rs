@@ -4,11 +4,12 @@
 //! flight, the caller becomes the leader: it sends everything queued as one
 //! `EVALSHA` of the batch script and hands every caller its result, with no
 //! task hop on the uncontended path. Operations queued meanwhile form the
-//! next batch, sent by a task the leader starts when its batch is done.
+//! next batches, sent by one task the leader starts when its batch is done.
 //! Batches go out one at a time, in queue order, so a release queued after
 //! an acquire always runs after it. An operation is on its way once queued:
 //! a caller that stops waiting (timeout, quorum already decided) cancels
-//! nothing, and a leader dropped mid-batch hands the batch to a task.
+//! nothing, and a leader dropped mid-batch hands the batch, and what is
+//! queued behind it, to one task.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -147,13 +148,35 @@ impl Queue {
             state.pending.push(request);
             !std::mem::replace(&mut state.busy, true)
         };
-        if lead {
-            if let Some(batch) = self.take_batch(Vec::new()) {
-                let mut in_flight = InFlight(Some(self.clone().send(batch)));
-                if let Some(batch) = in_flight.0.as_mut() {
-                    batch.await;
-                }
-                in_flight.0 = None;
+        if !lead {
+            return;
+        }
+        let Some(batch) = self.take_batch(Vec::new()) else {
+            return;
+        };
+        let mut in_flight = InFlight {
+            queue: self.clone(),
+            batch: Some(Box::pin(self.clone().exchange(batch))),
+        };
+        let Some(batch) = in_flight.batch.as_mut() else {
+            return;
+        };
+        let emptied = batch.await;
+        in_flight.batch = None;
+        // Operations queued meanwhile go out from a task, so this caller goes on.
+        if let Some(next) = self.take_batch(emptied) {
+            tokio::spawn(self.clone().drain(next));
+        }
+    }
+
+    /// Sends `batch`, then whatever is queued, batch after batch, until the
+    /// queue is idle (run by a task).
+    async fn drain(self: Arc<Self>, mut batch: Vec<Request>) {
+        loop {
+            let emptied = self.clone().exchange(batch).await;
+            match self.take_batch(emptied) {
+                Some(next) => batch = next,
+                None => return,
             }
         }
     }
@@ -185,30 +208,36 @@ impl Queue {
         Some(batch)
     }
 
-    /// Sends `batch`, answers its callers, then starts the next batch in a task.
-    fn send(self: Arc<Self>, mut batch: Vec<Request>) -> BatchFuture {
-        Box::pin(async move {
-            let outcome =
-                tokio::time::timeout(BATCH_TIMEOUT, call(&self.client, &self.script, &batch)).await;
-            answer(&mut batch, outcome);
-            if let Some(next) = self.take_batch(batch) {
-                tokio::spawn(self.clone().send(next));
-            }
-        })
+    /// Sends `batch` and answers its callers; returns the emptied vector.
+    async fn exchange(self: Arc<Self>, mut batch: Vec<Request>) -> Vec<Request> {
+        let outcome =
+            tokio::time::timeout(BATCH_TIMEOUT, call(&self.client, &self.script, &batch)).await;
+        answer(&mut batch, outcome);
+        batch
     }
 }
 
-type BatchFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type BatchFuture = Pin<Box<dyn Future<Output = Vec<Request>> + Send>>;
 
 /// The batch a leader is sending: if the leader is dropped first (its
-/// caller gave up), a task finishes it, so no caller waits forever and the
-/// queue keeps moving.
-struct InFlight(Option<BatchFuture>);
+/// caller gave up, or the quorum was decided without this node), a task
+/// finishes it and sends what was queued behind it, so no caller waits
+/// forever and the queue keeps moving.
+struct InFlight {
+    queue: Arc<Queue>,
+    batch: Option<BatchFuture>,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(batch) = self.0.take() {
-            tokio::spawn(batch);
+        if let Some(batch) = self.batch.take() {
+            let queue = self.queue.clone();
+            tokio::spawn(async move {
+                let emptied = batch.await;
+                if let Some(next) = queue.take_batch(emptied) {
+                    queue.drain(next).await;
+                }
+            });
         }
     }
 }
