@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
 use redlock::{Error, LockOptions, OnLoss, Redlock, Vote};
 use support::{quick, Nodes};
 use tokio::time::Instant;
@@ -516,4 +517,42 @@ impl Drop for SetOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::SeqCst);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_holding_application_data_fails_with_a_hint_and_is_left_alone() {
+    let nodes = Nodes::start(1);
+    let engine = nodes.engine("t", quick()).await;
+    let client = nodes.servers[0].client().await;
+    let options = || LockOptions::default().wait(Duration::from_millis(200));
+
+    // The lock key is a list that belongs to someone else.
+    let key = engine.key("listed", None).unwrap();
+    let lpush = CustomCommand::new_static("LPUSH", ClusterHash::FirstKey, false);
+    let _: i64 = client
+        .custom(lpush, vec![key.clone(), "app-data".to_owned()])
+        .await
+        .unwrap();
+    let err = engine.acquire(&["listed"], options()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("collides with application data"),
+        "{err}"
+    );
+    let kind: String = client.r#type(&key).await.unwrap();
+    assert_eq!(kind, "list", "the list is untouched");
+
+    // The fencing counter holds text: the lock key is not left behind (the
+    // script takes back its write, and the engine releases a failed attempt).
+    let key = engine.key("garbled", None).unwrap();
+    let counter = key.replacen("redlock_", "redlock-fence_", 1);
+    let _: () = client
+        .set(&counter, "not a number", None, None, false)
+        .await
+        .unwrap();
+    let err = engine.acquire(&["garbled"], options()).await.unwrap_err();
+    assert!(err.to_string().contains("not an integer"), "{err}");
+    assert_eq!(nodes.values(&key).await, [None], "{err}");
+
+    // Other resources are unaffected.
+    engine.lock("fine", |_| async {}).await.unwrap();
 }

@@ -61,6 +61,7 @@ async fn a_least_privilege_acl_user_is_enough() {
         "+script|load",
         "+get",
         "+set",
+        "+incr",
         "+del",
         "+pexpire",
         "+publish",

@@ -9,8 +9,8 @@
 //! operations' keys follow each other in `KEYS`. Each operation runs in its
 //! own `pcall`: its result is an integer, or a string starting with `ERR`
 //! when it failed (e.g. a key holding application data of another type), so
-//! one bad operation cannot fail the others. An operation checks everything
-//! it reads before it writes anything. The reply is the array of results, or
+//! one bad operation cannot fail the others. An operation that fails leaves
+//! nothing written: it checks before it writes, or undoes its write. The reply is the array of results, or
 //! the bare result for a batch of one (no array to build and take apart).
 //!
 //! - `A value ttl_ms locks`: takes every lock key (the first `locks` keys) or
@@ -18,15 +18,34 @@
 //!   Returns -1 when a lock key is held by another; otherwise the token: one
 //!   more than the highest counter, written to all of them (0 without
 //!   counters). Keys already holding our value count as free, so a resent
-//!   operation is harmless.
+//!   operation is harmless. The usual lock, one key with one counter, takes
+//!   two commands (`SET NX PX`, `INCR`): this script runs on every node for
+//!   every lock, and its cost is the server's share of the latency.
 //! - `E value ttl_ms`: resets the TTL of every key if all hold our value: 1, else 0.
 //! - `R value announce`: deletes the keys that hold our value, never a foreign
 //!   one; with `announce` = 1 publishes each on the channel of its name
 //!   (waiters retry at once). Returns how many were deleted.
 //! - `F token`: raises every counter to at least `token` (the fencing write-back): 1.
 pub(crate) const BATCH: &str = r#"
+local function acquire_one(key, counter, value, ttl)
+  if not redis.call('SET', key, value, 'NX', 'PX', ttl) then
+    if redis.call('GET', key) ~= value then return -1 end
+    redis.call('SET', key, value, 'PX', ttl)
+  end
+  if not counter then return 0 end
+  local token = redis.pcall('INCR', counter)
+  if type(token) == 'table' then
+    redis.call('DEL', key)
+    error(token)
+  end
+  return token
+end
+
 local function acquire(first, count, a)
   local value, ttl, locks = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  if locks == 1 then
+    return acquire_one(KEYS[first], count == 2 and KEYS[first + 1] or nil, value, ttl)
+  end
   local last_lock, last = first + locks - 1, first + count - 1
   for i = first, last_lock do
     local held = redis.call('GET', KEYS[i])
@@ -81,18 +100,22 @@ local function fence(first, count, a)
   return 1
 end
 
-local ops = { A = { acquire, 3 }, E = { extend, 2 }, R = { release, 2 }, F = { fence, 1 } }
 local results, key, arg = {}, 1, 1
 while arg <= #ARGV do
-  local op, count = ops[ARGV[arg]], tonumber(ARGV[arg + 1])
-  local ok, result = pcall(op[1], key, count, arg + 2)
+  local code, count = ARGV[arg], tonumber(ARGV[arg + 1])
+  local op, args
+  if code == 'A' then op, args = acquire, 3
+  elseif code == 'R' then op, args = release, 2
+  elseif code == 'E' then op, args = extend, 2
+  else op, args = fence, 1 end
+  local ok, result = pcall(op, key, count, arg + 2)
   if ok then
     results[#results + 1] = result
   else
     local message = type(result) == 'table' and result.err or tostring(result)
     results[#results + 1] = 'ERR ' .. message
   end
-  key, arg = key + count, arg + 2 + op[2]
+  key, arg = key + count, arg + 2 + args
 end
 if #results == 1 then return results[1] end
 return results
