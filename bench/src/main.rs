@@ -34,6 +34,9 @@ use tokio::time::Instant;
 
 const LOCK_TTL: Duration = Duration::from_secs(10);
 
+/// The uncontended scenarios run in this many rounds per system.
+const ROUNDS: u32 = 6;
+
 struct Args {
     seconds: f64,
     nodes: Vec<usize>,
@@ -137,24 +140,44 @@ async fn run(args: Args) {
             LockOptions::default().ttl(LOCK_TTL).fencing(false),
         ));
         let wanted = |scenario: &str| args.only.as_deref().is_none_or(|only| scenario == only);
-        for (i, system) in systems.iter().enumerate() {
+        let count = systems.len();
+        let named: Vec<(&'static str, &System)> = systems
+            .iter()
+            .enumerate()
             // The unfenced engine is the last system; name it apart.
-            let name = if i == systems.len() - 1 {
-                "redlock, fencing off"
-            } else {
-                system.name()
-            };
-            if args.system.as_deref().is_some_and(|s| s != name) {
+            .map(|(i, s)| {
+                (
+                    if i == count - 1 {
+                        "redlock, fencing off"
+                    } else {
+                        s.name()
+                    },
+                    s,
+                )
+            })
+            .filter(|(name, _)| args.system.as_deref().is_none_or(|s| s == *name))
+            .collect();
+        for (scenario, tasks) in [("uncontended-serial", 1), ("uncontended-parallel", 64)] {
+            if !wanted(scenario) {
                 continue;
             }
-            if wanted("uncontended-serial") {
-                let s = uncontended(system, 1, budget).await;
-                rows.push(Row::from("uncontended-serial", name, n, s));
+            // The systems take turns in short rounds, so that a slow spell of
+            // the machine hits all of them alike and the ratios hold.
+            let (rounds, slice) = match budget {
+                Budget::Time(time) => (ROUNDS, Budget::Time(time / ROUNDS)),
+                Budget::Ops(_) => (1, budget),
+            };
+            let mut totals: Vec<Samples> = named.iter().map(|_| Samples::default()).collect();
+            for _ in 0..rounds {
+                for ((_, system), total) in named.iter().zip(&mut totals) {
+                    total.append(uncontended(system, tasks, slice).await);
+                }
             }
-            if wanted("uncontended-parallel") {
-                let s = uncontended(system, 64, budget).await;
-                rows.push(Row::from("uncontended-parallel", name, n, s));
+            for ((name, _), total) in named.iter().zip(totals) {
+                rows.push(Row::from(scenario, name, n, total));
             }
+        }
+        for &(name, system) in &named {
             let pollable = matches!(system, System::Peer(_)) || name == "redlock";
             if pollable && wanted("contended") {
                 let s = contended(system, 8, duration).await;

@@ -11,9 +11,16 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// Adds the samples of concurrent tasks (elapsed is set once, for all).
     pub fn merge(&mut self, other: Samples) {
         self.latencies.extend(other.latencies);
         self.failures += other.failures;
+    }
+
+    /// Adds the samples of a later run of the same scenario.
+    pub fn append(&mut self, other: Samples) {
+        self.elapsed += other.elapsed;
+        self.merge(other);
     }
 
     pub fn ops_per_sec(&self) -> f64 {
