@@ -139,6 +139,7 @@ async fn run(args: Args) {
             engine,
             LockOptions::default().ttl(LOCK_TTL).fencing(false),
         ));
+        let cpu = CpuClock::new(&nodes);
         let wanted = |scenario: &str| args.only.as_deref().is_none_or(|only| scenario == only);
         let count = systems.len();
         let named: Vec<(&'static str, &System)> = systems
@@ -170,7 +171,10 @@ async fn run(args: Args) {
             let mut totals: Vec<Samples> = named.iter().map(|_| Samples::default()).collect();
             for _ in 0..rounds {
                 for ((_, system), total) in named.iter().zip(&mut totals) {
-                    total.append(uncontended(system, tasks, slice).await);
+                    let before = cpu.now();
+                    let mut samples = uncontended(system, tasks, slice).await;
+                    samples.cpu = minus(cpu.now(), before);
+                    total.append(samples);
                 }
             }
             for ((name, _), total) in named.iter().zip(totals) {
@@ -180,7 +184,9 @@ async fn run(args: Args) {
         for &(name, system) in &named {
             let pollable = matches!(system, System::Peer(_)) || name == "redlock";
             if pollable && wanted("contended") {
-                let s = contended(system, 8, duration).await;
+                let before = cpu.now();
+                let mut s = contended(system, 8, duration).await;
+                s.cpu = minus(cpu.now(), before);
                 rows.push(Row::from("contended: handoffs/s, wait", name, n, s));
             }
         }
@@ -197,6 +203,46 @@ async fn run(args: Args) {
             held::held_many(n, args.held, Duration::from_secs(args.held_seconds)).await;
         }
     }
+}
+
+/// CPU time of processes, from `/proc/<pid>/task/*/schedstat` (on-CPU
+/// nanoseconds, user and kernel, every thread): what one operation costs
+/// the nodes and the client, apart from the time it waits.
+struct CpuClock {
+    servers: Vec<u32>,
+}
+
+impl CpuClock {
+    fn new(nodes: &support::Nodes) -> CpuClock {
+        CpuClock {
+            servers: nodes.servers.iter().filter_map(|s| s.pid()).collect(),
+        }
+    }
+
+    /// (nodes' CPU time summed, this process's CPU time) so far.
+    fn now(&self) -> (Duration, Duration) {
+        let servers = self
+            .servers
+            .iter()
+            .map(|pid| cpu_time(&pid.to_string()))
+            .sum();
+        (servers, cpu_time("self"))
+    }
+}
+
+fn minus(after: (Duration, Duration), before: (Duration, Duration)) -> (Duration, Duration) {
+    (after.0 - before.0, after.1 - before.1)
+}
+
+fn cpu_time(pid: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// How long an uncontended scenario runs.

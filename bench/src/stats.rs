@@ -8,6 +8,8 @@ pub struct Samples {
     pub latencies: Vec<Duration>,
     pub failures: u64,
     pub elapsed: Duration,
+    /// CPU time of the nodes (summed) and of the client process.
+    pub cpu: (Duration, Duration),
 }
 
 impl Samples {
@@ -20,6 +22,8 @@ impl Samples {
     /// Adds the samples of a later run of the same scenario.
     pub fn append(&mut self, other: Samples) {
         self.elapsed += other.elapsed;
+        self.cpu.0 += other.cpu.0;
+        self.cpu.1 += other.cpu.1;
         self.merge(other);
     }
 
@@ -46,6 +50,8 @@ pub struct Row {
     pub p50: Duration,
     pub p99: Duration,
     pub failures: u64,
+    /// CPU time per operation: the nodes' (summed) and the client's.
+    pub cpu_per_op: (Duration, Duration),
 }
 
 impl Row {
@@ -58,24 +64,32 @@ impl Row {
             p50: s.percentile(0.50),
             p99: s.percentile(0.99),
             failures: s.failures,
+            cpu_per_op: {
+                let ops = s.latencies.len().max(1) as u32;
+                (s.cpu.0 / ops, s.cpu.1 / ops)
+            },
         }
     }
 
     pub fn print_header() {
-        println!("| N | scenario | system | ops/s | p50 | p99 | failures |");
-        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| N | scenario | system | ops/s | p50 | p99 | failures | CPU/op: nodes, client |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     }
 
     pub fn print(&self) {
         println!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {}, {} |",
             self.nodes,
             self.scenario,
             self.system,
             self.ops,
             micros(self.p50),
             micros(self.p99),
-            self.failures
+            self.failures,
+            micros(self.cpu_per_op.0),
+            micros(self.cpu_per_op.1),
         );
     }
 }
