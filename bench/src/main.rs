@@ -6,6 +6,7 @@
 //! cargo run --release -p redlock-bench                 # full run (a few minutes)
 //! cargo run --release -p redlock-bench -- --quick      # 1 s per scenario, N = 3 only
 //! cargo run --release -p redlock-bench -- --seconds 5 --nodes 1,3,5 --held 10000 --held-seconds 30
+//! cargo run --release -p redlock-bench -- --current-thread   # on tokio's current-thread runtime
 //! ```
 //!
 //! For instruction counts (client side only: valgrind does not follow the
@@ -49,6 +50,8 @@ struct Args {
     system: Option<String>,
     /// Run each uncontended task for this many operations instead of `seconds`.
     ops: Option<u64>,
+    /// Run on tokio's current-thread runtime instead of the 2-worker multi-thread one.
+    current_thread: bool,
 }
 
 fn args() -> Args {
@@ -61,6 +64,7 @@ fn args() -> Args {
         only: None,
         system: None,
         ops: None,
+        current_thread: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -85,6 +89,7 @@ fn args() -> Args {
             "--only" => args.only = Some(value()),
             "--system" => args.system = Some(value()),
             "--ops" => args.ops = Some(value().parse().expect("--ops N")),
+            "--current-thread" => args.current_thread = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -93,11 +98,17 @@ fn args() -> Args {
 
 fn main() {
     let args = args();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+    .unwrap();
     runtime.block_on(run(args));
 }
 
@@ -108,10 +119,15 @@ async fn run(args: Args) {
     };
     let duration = Duration::from_secs_f64(args.seconds);
     println!(
-        "machine: {} cores; tokio multi-thread runtime, 2 workers; {} s per scenario\n",
+        "machine: {} cores; tokio {}; {} s per scenario\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
+        if args.current_thread {
+            "current-thread runtime"
+        } else {
+            "multi-thread runtime, 2 workers"
+        },
         args.seconds
     );
     let mut rows = Vec::new();
