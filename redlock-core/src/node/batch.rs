@@ -104,7 +104,7 @@ impl Op {
 /// of the argument's encoding.
 fn int(n: u64) -> Value {
     const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    match DIGITS.get(n as usize) {
+    match usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
         Some(digit) => Value::from_static_str(digit),
         None => Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
     }
