@@ -307,3 +307,77 @@ fn parse(result: Value) -> NodeResult<i64> {
         other => Err(format!("unexpected result from the lock script: {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(op: Op) -> Request {
+        Request {
+            op,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn text(values: &[Value]) -> Vec<String> {
+        values
+            .iter()
+            .map(|v| v.as_string().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_lays_out_keys_then_each_operations_arguments() {
+        let fenced = LockKeys::new("p:", &["a"], true).unwrap();
+        let plain = LockKeys::new("p:", &["b", "c"], false).unwrap();
+        let value = Value::from("v");
+        let batch = [
+            request(Op::Acquire {
+                keys: fenced.clone(),
+                value: value.clone(),
+                ttl_ms: 30_000,
+            }),
+            request(Op::Release {
+                keys: plain,
+                value,
+                announce: true,
+            }),
+            request(Op::Fence {
+                keys: fenced,
+                token: 1 << 40,
+            }),
+        ];
+        let (keys, args) = encode(&batch);
+        let keys: Vec<_> = keys
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "p:a",
+                "redlock-fence_p:a",
+                "p:b",
+                "p:c",
+                "redlock-fence_p:a"
+            ]
+        );
+        assert_eq!(
+            text(&args),
+            [
+                "A",
+                "2",
+                "v",
+                "30000",
+                "1",
+                "R",
+                "2",
+                "v",
+                "1",
+                "F",
+                "1",
+                "1099511627776"
+            ]
+        );
+    }
+}
