@@ -184,7 +184,8 @@ impl Redlock {
         let instance = instance.unwrap_or(crate::options::DEFAULT_INSTANCE);
         resource::check_segment("instance", instance)?;
         let prefix = resource::key_prefix(&self.inner.app, instance);
-        Ok(resource::keys(&prefix, &[resource])?.remove(0))
+        resource::check_resources(&[resource])?;
+        Ok(resource::lock_key(&prefix, resource))
     }
 
     /// How many nodes must agree: N/2 + 1.

@@ -107,13 +107,23 @@ pub(crate) fn key_prefix(app: &str, instance: &str) -> String {
     format!("{LOCK_PREFIX}{app}:{instance}:")
 }
 
-/// The fencing counter of a lock key: `redlock-fence_{app}:{instance}:{resource}`.
-/// Its own prefix keeps it apart from every lock key, whatever the resource.
-pub(crate) fn fence_key(lock_key: &str) -> String {
-    let rest = lock_key.strip_prefix(LOCK_PREFIX).unwrap_or(lock_key);
-    let mut key = String::with_capacity(FENCE_PREFIX.len() + rest.len());
+/// The lock key of `resource`: `{prefix}{resource}`.
+pub(crate) fn lock_key(prefix: &str, resource: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + resource.len());
+    key.push_str(prefix);
+    key.push_str(resource);
+    key
+}
+
+/// The fencing counter of `resource`: `redlock-fence_{app}:{instance}:{resource}`
+/// for the lock prefix `redlock_{app}:{instance}:`. Its own prefix keeps it
+/// apart from every lock key, whatever the resource.
+pub(crate) fn fence_key(prefix: &str, resource: &str) -> String {
+    let rest = prefix.strip_prefix(LOCK_PREFIX).unwrap_or(prefix);
+    let mut key = String::with_capacity(FENCE_PREFIX.len() + rest.len() + resource.len());
     key.push_str(FENCE_PREFIX);
     key.push_str(rest);
+    key.push_str(resource);
     key
 }
 
@@ -129,16 +139,16 @@ pub(crate) struct LockKeys {
 impl LockKeys {
     /// The keys of `resources` under `prefix`, with fencing counters if `fencing`.
     pub fn new(prefix: &str, resources: &[&str], fencing: bool) -> Result<LockKeys> {
-        let locks = keys(prefix, resources)?;
-        let count = locks.len();
-        let counters: Vec<String> = if fencing {
-            locks.iter().map(|key| fence_key(key)).collect()
-        } else {
-            Vec::new()
-        };
+        check_resources(resources)?;
+        let counters = if fencing { resources.len() } else { 0 };
+        // Built straight into the shared list: one allocation per key, and one for the list.
+        let locks = resources.iter().map(|r| lock_key(prefix, r).into());
+        let fences = resources.iter().take(counters);
         Ok(LockKeys {
-            all: locks.into_iter().chain(counters).map(Into::into).collect(),
-            locks: count,
+            all: locks
+                .chain(fences.map(|r| fence_key(prefix, r).into()))
+                .collect(),
+            locks: resources.len(),
         })
     }
 
@@ -163,15 +173,14 @@ impl LockKeys {
     }
 }
 
-/// Checks the resources of one lock and turns them into keys.
-pub(crate) fn keys(prefix: &str, resources: &[&str]) -> Result<Vec<String>> {
+/// Checks the resources of one lock: at least one, each valid, none twice.
+pub(crate) fn check_resources(resources: &[&str]) -> Result<()> {
     if resources.is_empty() {
         return Err(Error::InvalidResource {
             resource: String::new(),
             reason: "no resource given; pass at least one".to_owned(),
         });
     }
-    let mut keys = Vec::with_capacity(resources.len());
     for (i, resource) in resources.iter().enumerate() {
         check_resource(resource)?;
         if resources[..i].contains(resource) {
@@ -180,12 +189,8 @@ pub(crate) fn keys(prefix: &str, resources: &[&str]) -> Result<Vec<String>> {
                 reason: "it is given twice in one lock; pass each resource once".to_owned(),
             });
         }
-        let mut key = String::with_capacity(prefix.len() + resource.len());
-        key.push_str(prefix);
-        key.push_str(resource);
-        keys.push(key);
     }
-    Ok(keys)
+    Ok(())
 }
 
 /// A resource for display in an error: at most 64 characters.
@@ -205,13 +210,31 @@ mod tests {
     fn keys_follow_vonajs_layout() {
         let prefix = key_prefix("shop", "~");
         assert_eq!(
-            keys(&prefix, &["demo-student.user-1"]).unwrap(),
-            ["redlock_shop:~:demo-student.user-1"]
+            lock_key(&prefix, "demo-student.user-1"),
+            "redlock_shop:~:demo-student.user-1"
         );
         assert_eq!(
-            fence_key("redlock_shop:~:demo-student.user-1"),
+            fence_key(&prefix, "demo-student.user-1"),
             "redlock-fence_shop:~:demo-student.user-1"
         );
+        let keys = LockKeys::new(&prefix, &["a", "b"], true).unwrap();
+        let names = |keys: &[fred::types::Key]| -> Vec<String> {
+            keys.iter()
+                .map(|k| k.as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(keys.locks()),
+            ["redlock_shop:~:a", "redlock_shop:~:b"]
+        );
+        assert_eq!(
+            names(keys.counters()),
+            ["redlock-fence_shop:~:a", "redlock-fence_shop:~:b"]
+        );
+        assert!(LockKeys::new(&prefix, &["a"], false)
+            .unwrap()
+            .counters()
+            .is_empty());
     }
 
     #[test]
@@ -229,8 +252,8 @@ mod tests {
 
     #[test]
     fn duplicates_and_empty_lists_are_rejected() {
-        assert!(keys("p:", &[]).is_err());
-        assert!(keys("p:", &["a", "b", "a"]).is_err());
+        assert!(check_resources(&[]).is_err());
+        assert!(check_resources(&["a", "b", "a"]).is_err());
     }
 
     #[test]
