@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redlock::{Error, LockOptions, Redlock};
-use support::checker::Checker;
+use support::checker::{contend, Checker};
 use support::proxy::{Mode, Proxy};
 use support::{quick, Nodes, RedisServer};
 use tokio::time::Instant;
@@ -103,33 +103,6 @@ fn faulty() -> LockOptions {
         .wait(Duration::from_secs(30))
 }
 
-/// Workers over `engines` lock `resource` `rounds` times each, doing a
-/// non-atomic increment of `counter`; every hold goes to the checker.
-async fn contend(engines: &[Redlock], rounds: usize, checker: &Checker, counter: &Arc<AtomicU64>) {
-    let mut tasks = Vec::new();
-    for worker in 0..4 {
-        let engine = engines[worker % engines.len()].clone();
-        let (checker, counter) = (checker.clone(), counter.clone());
-        tasks.push(tokio::spawn(async move {
-            let (checker, counter) = (&checker, &counter);
-            for _ in 0..rounds {
-                engine
-                    .lock("shared", |ctx| async move {
-                        let _hold = checker.begin("shared", ctx.fencing_token(), worker);
-                        let seen = counter.load(Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        counter.store(seen + 1, Ordering::SeqCst);
-                    })
-                    .await
-                    .expect("the lock works with a minority of nodes faulty");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_faults_of_every_kind_keep_the_lock_safe() {
     for fault in ALL_FAULTS {
@@ -140,13 +113,13 @@ async fn minority_faults_of_every_kind_keep_the_lock_safe() {
         ];
         let (checker, counter) = (Checker::default(), Arc::new(AtomicU64::new(0)));
 
-        contend(&engines, 10, &checker, &counter).await;
+        contend(&engines, 4, 10, "shared", &checker, &counter).await;
         cluster.apply(fault, 0);
         let during = Instant::now();
-        contend(&engines, 10, &checker, &counter).await;
+        contend(&engines, 4, 10, "shared", &checker, &counter).await;
         let during = during.elapsed();
         cluster.heal(fault, 0);
-        contend(&engines, 10, &checker, &counter).await;
+        contend(&engines, 4, 10, "shared", &checker, &counter).await;
         cluster
             .nodes
             .wait_until_node_takes_part(&engines[0], 0)
@@ -308,9 +281,9 @@ async fn long_run_with_random_minority_faults() {
         let fault = faults[round % faults.len()];
         let node = round % 3;
         cluster.apply(fault, node);
-        contend(&engines, 5, &checker, &counter).await;
+        contend(&engines, 4, 5, "shared", &checker, &counter).await;
         cluster.heal(fault, node);
-        contend(&engines, 5, &checker, &counter).await;
+        contend(&engines, 4, 5, "shared", &checker, &counter).await;
         round += 1;
     }
     let summary = checker.check();

@@ -6,42 +6,13 @@
 mod store;
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
-use redlock::{LockOptions, Redlock};
-use support::checker::Checker;
+use redlock::LockOptions;
+use support::checker::{contend, Checker};
 use support::{quick, Nodes, RedisServer};
-
-/// `rounds` locks of `resource` by each of `workers` tasks spread over `engines`.
-async fn contend(
-    engines: &[Redlock],
-    workers: usize,
-    rounds: usize,
-    resource: &str,
-    checker: &Checker,
-) {
-    let mut tasks = Vec::new();
-    for worker in 0..workers {
-        let engine = engines[worker % engines.len()].clone();
-        let (checker, resource) = (checker.clone(), resource.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let (checker, resource) = (&checker, resource.as_str());
-            for _ in 0..rounds {
-                engine
-                    .lock(resource, |ctx| async move {
-                        let _hold = checker.begin(resource, ctx.fencing_token(), worker);
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    })
-                    .await
-                    .expect("lock within the wait bound");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_increase_across_contention_kills_and_restarts() {
@@ -54,15 +25,15 @@ async fn tokens_increase_across_contention_kills_and_restarts() {
     ];
     let checker = Checker::default();
 
-    contend(&engines, 4, 10, "r", &checker).await;
+    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
     nodes.servers[0].kill();
-    contend(&engines, 4, 10, "r", &checker).await;
+    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
     nodes.servers[0].restart(); // comes back with its keys (appendfsync always)
-    contend(&engines, 4, 10, "r", &checker).await;
+    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
     nodes.servers[1].restart();
-    contend(&engines, 4, 10, "r", &checker).await;
+    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
     nodes.servers[2].kill();
-    contend(&engines, 4, 10, "r", &checker).await;
+    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
 
     let summary = checker.check();
     assert_eq!(summary.total(), 200);

@@ -3,8 +3,11 @@
 //! that fencing tokens increase in the order the holds began.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use redlock::Redlock;
 use tokio::time::Instant;
 
 /// One hold of a resource, from the moment the holder's code started to
@@ -113,5 +116,40 @@ impl Checker {
             summary.holds.insert(resource, holds.len());
         }
         summary
+    }
+}
+
+/// `workers` tasks spread over `engines` each lock `resource` `rounds`
+/// times, and under the lock make a non-atomic increment of `counter` that
+/// takes about 1 ms; every hold goes to `checker`.
+pub async fn contend(
+    engines: &[Redlock],
+    workers: usize,
+    rounds: usize,
+    resource: &str,
+    checker: &Checker,
+    counter: &Arc<AtomicU64>,
+) {
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let engine = engines[worker % engines.len()].clone();
+        let (checker, counter, resource) = (checker.clone(), counter.clone(), resource.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let (checker, counter, resource) = (&checker, &counter, resource.as_str());
+            for _ in 0..rounds {
+                engine
+                    .lock(resource, |ctx| async move {
+                        let _hold = checker.begin(resource, ctx.fencing_token(), worker);
+                        let seen = counter.load(Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        counter.store(seen + 1, Ordering::SeqCst);
+                    })
+                    .await
+                    .expect("a contended lock is acquired within its wait bound");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
     }
 }
