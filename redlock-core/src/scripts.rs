@@ -5,61 +5,92 @@
 //! call, so under load a batch costs one system call and one server wake-up
 //! instead of one per lock. A batch of one is the uncontended case.
 //!
-//! `ARGV` is a sequence of operations, each `code, key count, args...`; the
-//! operations' keys follow each other in `KEYS`. In a batch of several,
-//! each operation runs in its own `pcall`: its result is an integer, or a
-//! string starting with `ERR` when it failed (e.g. a key holding application
-//! data of another type), so one bad operation cannot fail the others; the
-//! reply is the array of results. A batch of one runs bare: its result, or
-//! its error, is the reply. An operation that fails leaves nothing written:
-//! it checks before it writes, or undoes its write.
+//! `ARGV` is a sequence of operations, each a head and its arguments. The
+//! head is the operation's code and its number of resources `n`, e.g. `T1`,
+//! so that the usual lock sends one entry where a code and counts would take
+//! three; the operations' keys follow each other in `KEYS`. In a batch of
+//! several, each operation runs in its own `pcall`: its result is an
+//! integer, or a string starting with `ERR` when it failed (e.g. a key
+//! holding application data of another type), so one bad operation cannot
+//! fail the others; the reply is the array of results. A batch of one runs
+//! bare: its result, or its error, is the reply. An operation that fails
+//! leaves nothing written: it reads before it writes, or undoes its write.
 //!
 //! The script runs on every node for every lock, so its cost is the
-//! server's share of the latency: one function for all operations (a call
-//! creates one closure, not one per kind), no table for a batch of one.
-//! Server instructions per call, measured under callgrind: fenced acquire
-//! 46k (a bare `SET NX PX` 11k, the same in a one-line script 29k), release
-//! 27k (a one-line compare-and-delete script 18k).
+//! server's share of the latency. A batch of one lock on one resource, the
+//! uncontended case, is recognised before anything is parsed or defined
+//! beyond two small functions. Server instructions per acquire + release of
+//! one resource (`scripts/script-cost.sh`, redis-server under callgrind):
+//! 66k fenced, 59k without fencing; the floor (`SET NX PX`, then a one-line
+//! compare-and-delete script) takes 30k, and 48k when it acquires with a
+//! one-line script too. The floor has no counter and no release
+//! notification; most of the difference is Redis's cost per script call and
+//! per `redis.call`.
 //!
-//! - `A value ttl_ms locks`: takes every lock key (the first `locks` keys) or
-//!   none, and draws a fencing token from the counters (the other keys).
-//!   Returns -1 when a lock key is held by another; otherwise the token: one
-//!   more than the highest counter, written to all of them (0 without
-//!   counters). Keys already holding our value count as free, so a resent
-//!   operation is harmless. The usual lock, one key with one counter, takes
-//!   two commands (`SET NX PX`, `INCR`).
-//! - `E value ttl_ms`: resets the TTL of every key if all hold our value: 1, else 0.
-//! - `R value announce`: deletes the keys that hold our value, never a foreign
-//!   one; with `announce` = 1 publishes each on the channel of its name
-//!   (waiters retry at once). Returns how many were deleted.
-//! - `F token`: raises every counter to at least `token` (the fencing write-back): 1.
+//! Operations (`n` resources; a key of ours is one holding `value`):
+//! - `T<n> value ttl_ms`: takes the `n` lock keys or none, and draws a fencing
+//!   token from the `n` counters that follow them: one more than the highest
+//!   counter, written to all of them. Returns -1 when a lock key is held by
+//!   another, else the token. Keys of ours count as free, so a resent
+//!   operation is harmless. One resource takes two commands (`SET NX PX`, `INCR`).
+//! - `A<n> value ttl_ms`: the same without counters; returns -1 or 0.
+//! - `E<n> value ttl_ms`: resets the TTL of every lock key if all are ours: 1, else 0.
+//! - `R<n> value`: deletes the lock keys of ours, never a foreign one, and
+//!   publishes each on the channel of its name (waiters retry at once).
+//!   Returns how many were deleted. `D<n> value`: the same, unannounced (a
+//!   failed attempt's cleanup).
+//! - `F<n> token`: raises each of the `n` counters to at least `token` (the
+//!   fencing write-back): 1.
+
 pub(crate) const BATCH: &str = r#"
--- Runs one operation: `code` on the `count` keys from KEYS[first], with its
--- arguments from ARGV[a]. One function for all four, so that a call creates
--- one closure, not one per operation kind.
-local function run(code, first, count, a)
+-- Takes one lock key, or leaves it (-1); with a counter, draws a token from it.
+local function acquire_one(key, counter, value, ttl)
+  if not redis.call('SET', key, value, 'NX', 'PX', ttl) then
+    if redis.call('GET', key) ~= value then return -1 end
+    redis.call('SET', key, value, 'PX', ttl)
+  end
+  if not counter then return 0 end
+  local token = redis.pcall('INCR', counter)
+  if type(token) == 'table' then
+    redis.call('DEL', key)
+    error(token)
+  end
+  return token
+end
+
+-- Deletes one lock key if it is ours: 1, else 0.
+local function release_one(key, value, announce)
+  if redis.call('GET', key) ~= value then return 0 end
+  redis.call('DEL', key)
+  if announce then redis.call('PUBLISH', key, '') end
+  return 1
+end
+
+-- A batch of one has at most 3 entries (two operations have at least 4).
+local single = #ARGV <= 3
+if single then
+  local head = ARGV[1]
+  if head == 'T1' then return acquire_one(KEYS[1], KEYS[2], ARGV[2], ARGV[3]) end
+  if head == 'R1' then return release_one(KEYS[1], ARGV[2], true) end
+  if head == 'A1' then return acquire_one(KEYS[1], nil, ARGV[2], ARGV[3]) end
+end
+
+-- Runs the operation `code` on `n` resources, whose keys start at
+-- KEYS[first], with its arguments from ARGV[a].
+local function run(code, n, first, a)
   local value = ARGV[a]
-  if code == 'A' then
-    local ttl, locks = ARGV[a + 1], tonumber(ARGV[a + 2])
-    if locks == 1 then
-      local key = KEYS[first]
-      if not redis.call('SET', key, value, 'NX', 'PX', ttl) then
-        if redis.call('GET', key) ~= value then return -1 end
-        redis.call('SET', key, value, 'PX', ttl)
-      end
-      if count == 1 then return 0 end
-      local token = redis.pcall('INCR', KEYS[first + 1])
-      if type(token) == 'table' then
-        redis.call('DEL', key)
-        error(token)
-      end
-      return token
+  if code == 'T' or code == 'A' then
+    local ttl, fenced = ARGV[a + 1], code == 'T'
+    if n == 1 then
+      return acquire_one(KEYS[first], fenced and KEYS[first + 1] or nil, value, ttl)
     end
-    local last_lock, last = first + locks - 1, first + count - 1
+    local last_lock = first + n - 1
+    local last = fenced and last_lock + n or last_lock
     for i = first, last_lock do
       local held = redis.call('GET', KEYS[i])
       if held and held ~= value then return -1 end
     end
+    -- Every read before the first write, so that a failure writes nothing.
     local token = 0
     for i = last_lock + 1, last do
       local counter = tonumber(redis.call('GET', KEYS[i]) or '0')
@@ -68,33 +99,29 @@ local function run(code, first, count, a)
     for i = first, last_lock do
       redis.call('SET', KEYS[i], value, 'PX', ttl)
     end
-    if last == last_lock then return 0 end
+    if not fenced then return 0 end
     token = token + 1
     for i = last_lock + 1, last do
       redis.call('SET', KEYS[i], token)
     end
     return token
-  elseif code == 'R' then
-    local announce, deleted = ARGV[a + 1] == '1', 0
-    for i = first, first + count - 1 do
-      if redis.call('GET', KEYS[i]) == value then
-        redis.call('DEL', KEYS[i])
-        if announce then redis.call('PUBLISH', KEYS[i], '') end
-        deleted = deleted + 1
-      end
+  elseif code == 'R' or code == 'D' then
+    local deleted = 0
+    for i = first, first + n - 1 do
+      deleted = deleted + release_one(KEYS[i], value, code == 'R')
     end
     return deleted
   elseif code == 'E' then
-    for i = first, first + count - 1 do
+    for i = first, first + n - 1 do
       if redis.call('GET', KEYS[i]) ~= value then return 0 end
     end
-    for i = first, first + count - 1 do
+    for i = first, first + n - 1 do
       redis.call('PEXPIRE', KEYS[i], ARGV[a + 1])
     end
     return 1
   else
     local token = tonumber(value)
-    for i = first, first + count - 1 do
+    for i = first, first + n - 1 do
       if tonumber(redis.call('GET', KEYS[i]) or '0') < token then
         redis.call('SET', KEYS[i], value)
       end
@@ -103,28 +130,30 @@ local function run(code, first, count, a)
   end
 end
 
--- How many ARGV entries follow an operation's code and key count.
-local function arity(code)
-  if code == 'A' then return 3 elseif code == 'F' then return 1 else return 2 end
+-- An operation's code and number of resources, from its head.
+local function parse(head)
+  return string.sub(head, 1, 1), tonumber(string.sub(head, 2))
 end
 
--- A batch of one, the uncontended case: no pcall and no table of results;
--- an error is the reply itself.
-if 2 + arity(ARGV[1]) == #ARGV then
-  return run(ARGV[1], 1, tonumber(ARGV[2]), 3)
+if single then
+  local code, n = parse(ARGV[1])
+  return run(code, n, 1, 2)
 end
 
 local results, key, arg = {}, 1, 1
 while arg <= #ARGV do
-  local code, count = ARGV[arg], tonumber(ARGV[arg + 1])
-  local ok, result = pcall(run, code, key, count, arg + 2)
+  local code, n = parse(ARGV[arg])
+  local ok, result = pcall(run, code, n, key, arg + 1)
   if ok then
     results[#results + 1] = result
   else
     local message = type(result) == 'table' and result.err or tostring(result)
     results[#results + 1] = 'ERR ' .. message
   end
-  key, arg = key + count, arg + 2 + arity(code)
+  -- Keys: a fenced acquire's counters follow its lock keys. Arguments:
+  -- the head, then a value, then a TTL for the operations that have one.
+  if code == 'T' then key = key + 2 * n else key = key + n end
+  if code == 'T' or code == 'A' or code == 'E' then arg = arg + 3 else arg = arg + 2 end
 end
 return results
 "#;

@@ -74,40 +74,43 @@ impl Op {
         }
     }
 
-    /// Appends the operation's `ARGV` part: `code, key count, args...` (see `scripts`).
+    /// Appends the operation's `ARGV` part: its head, then its arguments (see `scripts`).
     fn push_args(&self, args: &mut Vec<Value>) {
-        let code = match self {
-            Op::Acquire { .. } => "A",
-            Op::Extend { .. } => "E",
-            Op::Release { .. } => "R",
-            Op::Fence { .. } => "F",
-        };
-        args.push(Value::from_static_str(code));
-        args.push(int(self.keys().len() as u64));
+        args.push(self.head());
         match self {
-            Op::Acquire {
-                keys,
-                value,
-                ttl_ms,
-            } => args.extend([value.clone(), int(*ttl_ms), int(keys.lock_count() as u64)]),
-            Op::Extend { value, ttl_ms, .. } => args.extend([value.clone(), int(*ttl_ms)]),
+            Op::Acquire { value, ttl_ms, .. } | Op::Extend { value, ttl_ms, .. } => {
+                args.extend([value.clone(), integer(*ttl_ms)])
+            }
+            Op::Release { value, .. } => args.push(value.clone()),
+            Op::Fence { token, .. } => args.push(integer(*token)),
+        }
+    }
+
+    /// The operation's code and number of resources, e.g. `T1`. The heads
+    /// of one resource, the usual lock, are static text: no formatting.
+    fn head(&self) -> Value {
+        let (one, resources) = match self {
+            Op::Acquire { keys, .. } if keys.counters().is_empty() => ("A1", keys.lock_count()),
+            Op::Acquire { keys, .. } => ("T1", keys.lock_count()),
+            Op::Extend { keys, .. } => ("E1", keys.lock_count()),
             Op::Release {
-                value, announce, ..
-            } => args.extend([value.clone(), int(u64::from(*announce))]),
-            Op::Fence { token, .. } => args.push(int(*token)),
+                keys,
+                announce: true,
+                ..
+            } => ("R1", keys.lock_count()),
+            Op::Release { keys, .. } => ("D1", keys.lock_count()),
+            Op::Fence { keys, .. } => ("F1", keys.counters().len()),
+        };
+        match resources {
+            1 => Value::from_static_str(one),
+            _ => Value::from(format!("{}{resources}", &one[..1])),
         }
     }
 }
 
-/// `n` as a script argument. Counts and flags are single digits: sent as
-/// static text they skip integer formatting, which costs more than the rest
-/// of the argument's encoding.
-fn int(n: u64) -> Value {
-    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    match usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
-        Some(digit) => Value::from_static_str(digit),
-        None => Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
-    }
+/// A TTL or a token as a script argument (both far below `i64::MAX`).
+fn integer(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// One queued operation.
@@ -288,8 +291,8 @@ async fn call(client: &Client, script: &Script, batch: &[Request]) -> Result<Val
 /// every operation's `ARGV` part, in queue order.
 fn encode(batch: &[Request]) -> (Vec<Key>, Vec<Value>) {
     let mut keys = Vec::with_capacity(batch.iter().map(|r| r.op.keys().len()).sum());
-    // An operation has at most five `ARGV` entries.
-    let mut args = Vec::with_capacity(5 * batch.len());
+    // An operation has at most three `ARGV` entries.
+    let mut args = Vec::with_capacity(3 * batch.len());
     for request in batch {
         keys.extend_from_slice(request.op.keys());
         request.op.push_args(&mut args);
@@ -364,20 +367,7 @@ mod tests {
         );
         assert_eq!(
             text(&args),
-            [
-                "A",
-                "2",
-                "v",
-                "30000",
-                "1",
-                "R",
-                "2",
-                "v",
-                "1",
-                "F",
-                "1",
-                "1099511627776"
-            ]
+            ["T1", "v", "30000", "R2", "v", "F1", "1099511627776"]
         );
     }
 }
