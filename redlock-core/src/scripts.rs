@@ -67,6 +67,8 @@ local function release_one(key, value, announce)
 end
 
 -- A batch of one has at most 3 entries (two operations have at least 4).
+-- One lock on one resource, the uncontended case, is answered before the
+-- functions below are defined: defining them costs more than running it.
 local single = #ARGV <= 3
 if single then
   local head = ARGV[1]
@@ -75,15 +77,22 @@ if single then
   if head == 'A1' then return acquire_one(KEYS[1], nil, ARGV[2], ARGV[3]) end
 end
 
--- Runs the operation `code` on `n` resources, whose keys start at
--- KEYS[first], with its arguments from ARGV[a].
-local function run(code, n, first, a)
-  local value = ARGV[a]
+-- An operation's code and number of resources, from its head.
+local function parse(head)
+  return string.sub(head, 1, 1), tonumber(string.sub(head, 2))
+end
+
+-- Runs the operation whose head is ARGV[a] on its keys, from KEYS[first].
+-- The usual heads are compared whole: taking a head apart costs more than
+-- the rest of a simple operation.
+local function run(first, a)
+  local head, value = ARGV[a], ARGV[a + 1]
+  if head == 'T1' then return acquire_one(KEYS[first], KEYS[first + 1], value, ARGV[a + 2]) end
+  if head == 'R1' then return release_one(KEYS[first], value, true) end
+  if head == 'A1' then return acquire_one(KEYS[first], nil, value, ARGV[a + 2]) end
+  local code, n = parse(head)
   if code == 'T' or code == 'A' then
-    local ttl, fenced = ARGV[a + 1], code == 'T'
-    if n == 1 then
-      return acquire_one(KEYS[first], fenced and KEYS[first + 1] or nil, value, ttl)
-    end
+    local ttl, fenced = ARGV[a + 2], code == 'T'
     local last_lock = first + n - 1
     local last = fenced and last_lock + n or last_lock
     for i = first, last_lock do
@@ -116,7 +125,7 @@ local function run(code, n, first, a)
       if redis.call('GET', KEYS[i]) ~= value then return 0 end
     end
     for i = first, first + n - 1 do
-      redis.call('PEXPIRE', KEYS[i], ARGV[a + 1])
+      redis.call('PEXPIRE', KEYS[i], ARGV[a + 2])
     end
     return 1
   else
@@ -130,30 +139,31 @@ local function run(code, n, first, a)
   end
 end
 
--- An operation's code and number of resources, from its head.
-local function parse(head)
-  return string.sub(head, 1, 1), tonumber(string.sub(head, 2))
-end
+if single then return run(1, 1) end
 
-if single then
-  local code, n = parse(ARGV[1])
-  return run(code, n, 1, 2)
+-- Where the operation after the one at (KEYS[first], ARGV[a]) starts: a
+-- fenced acquire's counters follow its lock keys; a value follows every
+-- head, and a TTL the heads of acquire and extend.
+local function after(first, a)
+  local head = ARGV[a]
+  if head == 'T1' then return first + 2, a + 3 end
+  if head == 'R1' then return first + 1, a + 2 end
+  local code, n = parse(head)
+  local keys = code == 'T' and 2 * n or n
+  if code == 'T' or code == 'A' or code == 'E' then return first + keys, a + 3 end
+  return first + keys, a + 2
 end
 
 local results, key, arg = {}, 1, 1
 while arg <= #ARGV do
-  local code, n = parse(ARGV[arg])
-  local ok, result = pcall(run, code, n, key, arg + 1)
+  local ok, result = pcall(run, key, arg)
   if ok then
     results[#results + 1] = result
   else
     local message = type(result) == 'table' and result.err or tostring(result)
     results[#results + 1] = 'ERR ' .. message
   end
-  -- Keys: a fenced acquire's counters follow its lock keys. Arguments:
-  -- the head, then a value, then a TTL for the operations that have one.
-  if code == 'T' then key = key + 2 * n else key = key + n end
-  if code == 'T' or code == 'A' or code == 'E' then arg = arg + 3 else arg = arg + 2 end
+  key, arg = after(key, arg)
 end
 return results
 "#;
