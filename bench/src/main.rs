@@ -36,7 +36,7 @@ use tokio::time::Instant;
 const LOCK_TTL: Duration = Duration::from_secs(10);
 
 /// The uncontended scenarios run in this many rounds per system.
-const ROUNDS: u32 = 6;
+const ROUNDS: u32 = 20;
 
 struct Args {
     seconds: f64,
@@ -178,19 +178,21 @@ async fn run(args: Args) {
             if !wanted(scenario) {
                 continue;
             }
-            // The systems take turns in short rounds, so that a slow spell of
-            // the machine hits all of them alike and the ratios hold.
+            // The systems take turns in short rounds, each round starting
+            // with the next system, so that a slow spell of the machine hits
+            // all of them alike and the ratios hold.
             let (rounds, slice) = match budget {
                 Budget::Time(time) => (ROUNDS, Budget::Time(time / ROUNDS)),
                 Budget::Ops(_) => (1, budget),
             };
             let mut totals: Vec<Samples> = named.iter().map(|_| Samples::default()).collect();
-            for _ in 0..rounds {
-                for ((_, system), total) in named.iter().zip(&mut totals) {
+            for round in 0..rounds as usize {
+                for turn in 0..named.len() {
+                    let i = (round + turn) % named.len();
                     let before = cpu.now();
-                    let mut samples = uncontended(system, tasks, slice).await;
+                    let mut samples = uncontended(named[i].1, tasks, slice).await;
                     samples.cpu = minus(cpu.now(), before);
-                    total.append(samples);
+                    totals[i].append(samples);
                 }
             }
             for ((name, _), total) in named.iter().zip(totals) {
