@@ -162,7 +162,7 @@ impl Held {
             },
         )
         .await;
-        self.engine.wakeup.wake_keys(self.keys.locks());
+        self.engine.wakeup.wake_keys(self.keys.locks(), &self.value);
         let tally = quorum::tally(&votes);
         if tally.granted >= self.engine.quorum {
             return Ok(());

@@ -36,7 +36,9 @@
 //! - `A<n> value ttl_ms`: the same without counters; returns -1 or 0.
 //! - `E<n> value ttl_ms`: resets the TTL of every lock key if all are ours: 1, else 0.
 //! - `R<n> value`: deletes the lock keys of ours, never a foreign one, and
-//!   publishes each on the channel of its name (waiters retry at once).
+//!   publishes the value on the channel of each key's name (a waiter
+//!   retries at once; the value tells the nodes' copies of one release
+//!   apart from the next release). The value is no secret once deleted.
 //!   Returns how many were deleted. `D<n> value`: the same, unannounced (a
 //!   failed attempt's cleanup).
 //! - `F<n> token`: raises each of the `n` counters to at least `token` (the
@@ -62,7 +64,7 @@ end
 local function release_one(key, value, announce)
   if redis.call('GET', key) ~= value then return 0 end
   redis.call('DEL', key)
-  if announce then redis.call('PUBLISH', key, '') end
+  if announce then redis.call('PUBLISH', key, value) end
   return 1
 end
 

@@ -1,16 +1,22 @@
 //! Waking the waiters of a lock when it is released, so that a handoff costs
 //! round trips rather than a retry delay.
 //!
-//! The release script publishes each deleted key on the channel of the same
-//! name. A caller that lost an attempt to another holder watches the lock's
-//! keys: the engine subscribes to their channels on every node (one
-//! subscription per key, however many local waiters) and wakes the waiters
-//! on a message, or at once when the release came from this engine. The
-//! jittered retry timer stays as the fallback for missed messages and
-//! expired locks.
+//! The release script publishes the released value on the channel named
+//! after each deleted key. A caller that lost an attempt to another holder
+//! watches the lock's keys: the engine subscribes to their channels on every
+//! node (one subscription per key, however many local waiters). A release
+//! wakes one waiter, the longest waiting, once the lock can be taken: when
+//! a quorum of nodes reported it (the messages carry the released value,
+//! which tells one release from the next), or when this engine's own release
+//! returns, whichever comes first. So a handoff costs one attempt, not one
+//! per waiter with all but one lost, and the attempt does not race the
+//! release on the slower nodes. The jittered retry timer stays as the
+//! fallback for missed messages and expired locks.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
+use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +24,7 @@ use std::task::Poll;
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::{EventInterface, PubsubInterface};
-use fred::types::Key;
+use fred::types::{Key, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -26,6 +32,8 @@ use tokio::task::JoinHandle;
 pub(crate) struct Wakeup {
     watched: Mutex<HashMap<String, Entry>>,
     subscribers: Vec<SubscriberClient>,
+    /// How many nodes' messages make a release one a waiter can win.
+    quorum: usize,
 }
 
 struct Entry {
@@ -36,22 +44,88 @@ struct Entry {
 /// The waiters of one key.
 #[derive(Default)]
 struct Waiting {
-    /// Bumped on every release: a waiter that saw it change need not sleep.
+    /// Bumped on every release handed on: a waiter that saw it change need not sleep.
     releases: AtomicU64,
+    /// The latest release the nodes reported.
+    reported: Mutex<Reported>,
     notify: Notify,
 }
 
+/// One release, as reported so far.
+#[derive(Default)]
+struct Reported {
+    /// From [`release_id`].
+    id: u64,
+    /// How many nodes' messages reported it.
+    nodes: usize,
+    handed_on: bool,
+}
+
 impl Waiting {
-    fn wake(&self) {
+    /// A node reports the release `id`: handed on once `quorum` nodes did.
+    /// A release of unknown id is handed on at once.
+    fn reported(&self, id: Option<u64>, quorum: usize) {
+        if let Some(id) = id {
+            let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            if reported.id != id {
+                *reported = Reported {
+                    id,
+                    ..Reported::default()
+                };
+            }
+            reported.nodes += 1;
+            if reported.handed_on || reported.nodes < quorum {
+                return;
+            }
+            reported.handed_on = true;
+        }
+        self.hand_on();
+    }
+
+    /// This engine's release `id` returned: handed on unless the nodes' messages were first.
+    fn released(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            if reported.id == id && reported.handed_on {
+                return;
+            }
+            *reported = Reported {
+                id,
+                nodes: 0,
+                handed_on: true,
+            };
+        }
+        self.hand_on();
+    }
+
+    /// Wakes the longest waiter. One that gives up before it runs passes
+    /// the release on (`Notify` forwards it).
+    fn hand_on(&self) {
+        self.releases.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// Wakes every waiter, when releases may have been missed.
+    fn wake_every(&self) {
         self.releases.fetch_add(1, Ordering::AcqRel);
         self.notify.notify_waiters();
     }
+}
+
+/// Tells one release from another: a hash of the released value. `None`
+/// for a message without one (not from this version's script).
+fn release_id(value: &Value) -> Option<u64> {
+    let bytes = value.as_bytes().filter(|b| !b.is_empty())?;
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 impl Wakeup {
     pub fn new(subscribers: Vec<SubscriberClient>) -> Arc<Wakeup> {
         Arc::new(Wakeup {
             watched: Mutex::new(HashMap::new()),
+            quorum: crate::quorum::majority(subscribers.len()),
             subscribers,
         })
     }
@@ -65,7 +139,7 @@ impl Wakeup {
                 tokio::spawn(async move {
                     loop {
                         match messages.recv().await {
-                            Ok(message) => wakeup.wake(&message.channel),
+                            Ok(message) => wakeup.wake(&message.channel, &message.value),
                             // Messages were dropped: wake everyone rather than miss one.
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                                 wakeup.wake_all()
@@ -78,24 +152,26 @@ impl Wakeup {
             .collect()
     }
 
-    /// Wakes the waiters of `key`, if any.
-    pub fn wake(&self, key: &str) {
+    /// A node's message: `key`, which held `value`, was released there.
+    pub fn wake(&self, key: &str, value: &Value) {
         let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = watched.get(key) {
-            entry.waiting.wake();
+            entry.waiting.reported(release_id(value), self.quorum);
         }
     }
 
-    /// Wakes the waiters of each of `keys` (on every release: one lock, and
-    /// nothing more when nobody waits).
-    pub fn wake_keys(&self, keys: &[Key]) {
+    /// Hands the release of each of `keys`, which held `value`, to a waiter
+    /// (on every release from this engine: one lock, and nothing more when
+    /// nobody waits).
+    pub fn wake_keys(&self, keys: &[Key], value: &Value) {
         let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         if watched.is_empty() {
             return;
         }
+        let id = release_id(value);
         for key in keys.iter().filter_map(Key::as_str) {
             if let Some(entry) = watched.get(key) {
-                entry.waiting.wake();
+                entry.waiting.released(id);
             }
         }
     }
@@ -103,7 +179,7 @@ impl Wakeup {
     fn wake_all(&self) {
         let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         for entry in watched.values() {
-            entry.waiting.wake();
+            entry.waiting.wake_every();
         }
     }
 
@@ -208,5 +284,54 @@ impl Drop for Watch {
         for (key, _) in &self.waiting {
             self.wakeup.unwatch(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handed_on(waiting: &Waiting) -> u64 {
+        waiting.releases.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn a_release_is_handed_on_once_when_a_quorum_reported_it() {
+        let waiting = Waiting::default();
+        let (x, y) = (Some(1), Some(2));
+        waiting.reported(x, 2);
+        assert_eq!(handed_on(&waiting), 0, "one node of three is not a quorum");
+        waiting.reported(x, 2);
+        assert_eq!(handed_on(&waiting), 1);
+        waiting.reported(x, 2);
+        waiting.released(x);
+        assert_eq!(
+            handed_on(&waiting),
+            1,
+            "the third node and our own return are news to nobody"
+        );
+        waiting.released(y);
+        assert_eq!(
+            handed_on(&waiting),
+            2,
+            "our own release returned before any message"
+        );
+        waiting.reported(y, 2);
+        waiting.reported(y, 2);
+        assert_eq!(handed_on(&waiting), 2);
+        waiting.reported(None, 2);
+        assert_eq!(
+            handed_on(&waiting),
+            3,
+            "a release without a value is handed on at once"
+        );
+    }
+
+    #[test]
+    fn release_ids_tell_values_apart_and_ignore_empty_messages() {
+        let a = release_id(&Value::from("0123456789abcdef0123456789abcdef"));
+        let b = release_id(&Value::from("fedcba9876543210fedcba9876543210"));
+        assert!(a.is_some() && b.is_some() && a != b);
+        assert_eq!(release_id(&Value::from("")), None);
     }
 }
