@@ -189,9 +189,7 @@ async fn run(args: Args) {
             for round in 0..rounds as usize {
                 for turn in 0..named.len() {
                     let i = (round + turn) % named.len();
-                    let before = cpu.now();
-                    let mut samples = uncontended(named[i].1, tasks, slice).await;
-                    samples.cpu = minus(cpu.now(), before);
+                    let samples = cpu.measure(uncontended(named[i].1, tasks, slice)).await;
                     totals[i].append(samples);
                 }
             }
@@ -202,9 +200,7 @@ async fn run(args: Args) {
         for &(name, system) in &named {
             let pollable = matches!(system, System::Peer(_)) || name == "redlock";
             if pollable && wanted("contended") {
-                let before = cpu.now();
-                let mut s = contended(system, 8, duration).await;
-                s.cpu = minus(cpu.now(), before);
+                let s = cpu.measure(contended(system, 8, duration)).await;
                 rows.push(Row::from("contended: handoffs/s, wait", name, n, s));
             }
         }
@@ -237,6 +233,15 @@ impl CpuClock {
         }
     }
 
+    /// Runs a scenario and records in its samples the CPU time it cost.
+    async fn measure(&self, scenario: impl std::future::Future<Output = Samples>) -> Samples {
+        let before = self.now();
+        let mut samples = scenario.await;
+        let after = self.now();
+        samples.cpu = (after.0 - before.0, after.1 - before.1);
+        samples
+    }
+
     /// (nodes' CPU time summed, this process's CPU time) so far.
     fn now(&self) -> (Duration, Duration) {
         let servers = self
@@ -246,10 +251,6 @@ impl CpuClock {
             .sum();
         (servers, cpu_time("self"))
     }
-}
-
-fn minus(after: (Duration, Duration), before: (Duration, Duration)) -> (Duration, Duration) {
-    (after.0 - before.0, after.1 - before.1)
 }
 
 fn cpu_time(pid: &str) -> Duration {
