@@ -204,6 +204,61 @@ async fn a_function_three_ttls_long_keeps_the_lock_throughout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_of_different_ttls_are_each_extended_in_time() {
+    let nodes = Nodes::start(3);
+    // The engine's default TTL (30 s) lets its extension schedule sleep for
+    // seconds; a lock with a shorter TTL must wake it.
+    let engine = nodes
+        .engine("t", quick().node_timeout(Duration::from_millis(200)))
+        .await;
+    let short = Duration::from_millis(600);
+    let run = |resource: &'static str, ttl: Duration, hold: Duration| {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .lock_with(
+                    resource,
+                    LockOptions::default().ttl(ttl),
+                    |ctx| async move {
+                        tokio::time::sleep(hold).await;
+                        ctx.is_lost()
+                    },
+                )
+                .await
+        })
+    };
+    let long = run("long", Duration::from_secs(30), short * 5);
+    let shorts: Vec<_> = ["s1", "s2", "s3"]
+        .into_iter()
+        .map(|resource| run(resource, short, short * 4))
+        .collect();
+    // Every short lock stays held throughout, though its TTL passed four times.
+    let rival = nodes.engine("t", quick()).await;
+    let started = Instant::now();
+    while started.elapsed() < short * 3 {
+        for resource in ["s1", "s2", "s3"] {
+            let attempt = rival
+                .acquire(
+                    &[resource],
+                    LockOptions::default().wait(Duration::from_millis(20)),
+                )
+                .await;
+            assert!(
+                matches!(attempt, Err(Error::NotAcquired { .. })),
+                "a rival got {resource}: {attempt:?}"
+            );
+        }
+    }
+    for task in shorts.into_iter().chain([long]) {
+        assert!(!task.await.unwrap().unwrap(), "lost");
+    }
+    for resource in ["s1", "s2", "s3", "long"] {
+        let key = engine.key(resource, None).unwrap();
+        assert_eq!(nodes.values(&key).await, vec![None; 3], "released");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn released_when_the_function_panics_or_the_guard_drops() {
     let nodes = Nodes::start(3);
     let engine = nodes.engine("t", quick()).await;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::engine::{Inner, Redlock};
 use crate::error::{Error, Result, Vote};
+use crate::keepalive::KeepAlive;
 use crate::node::{ConnectSettings, Node};
 use crate::options::{invalid, LockOptions};
 use crate::quorum::{self, fan_out, Until};
@@ -116,6 +117,7 @@ impl RedlockBuilder {
         resource::check_segment("app", &self.app)?;
         let default_settings = self.defaults.resolve()?;
         let default_prefix = resource::key_prefix(&self.app, &default_settings.instance);
+        let default_ttl = default_settings.lease.ttl;
         if self.in_memory {
             if !self.urls.is_empty() {
                 return Err(invalid(
@@ -133,6 +135,7 @@ impl RedlockBuilder {
                 warnings: Vec::new(),
                 wakeup: Wakeup::new(Vec::new()),
                 listeners: Vec::new(),
+                keep_alive: KeepAlive::new(default_ttl),
             }));
         }
         if self.urls.is_empty() {
@@ -201,6 +204,7 @@ impl RedlockBuilder {
             warnings,
             wakeup,
             listeners,
+            keep_alive: KeepAlive::new(default_ttl),
         }))
     }
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::builder::RedlockBuilder;
 use crate::context::LockContext;
 use crate::error::{Error, Result, Vote};
-use crate::keepalive::{keep_alive, AbortOnDrop};
+use crate::keepalive::KeepAlive;
 use crate::lock::{Held, Lock};
 use crate::node::Node;
 use crate::options::{IsolateOptions, LockOptions, OnLoss, Settings};
@@ -30,6 +30,8 @@ pub(crate) struct Inner {
     pub default_prefix: String,
     pub warnings: Vec<String>,
     pub wakeup: Arc<Wakeup>,
+    /// Extends the locks whose functions run.
+    pub keep_alive: Arc<KeepAlive>,
     /// The release-notification listeners, one per node.
     pub listeners: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -39,6 +41,7 @@ impl Drop for Inner {
         for listener in &self.listeners {
             listener.abort();
         }
+        self.keep_alive.stop();
         // Close the connections of an engine nobody uses any more.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -396,7 +399,7 @@ where
     Fut: Future<Output = T>,
 {
     let held = lock.held().clone();
-    let _keep_alive = AbortOnDrop(tokio::spawn(keep_alive(held.clone())));
+    let _extended = held.engine.keep_alive.register(&held);
     let work = f(lock.context());
     let outcome = match held.settings.on_loss {
         OnLoss::Abort => {

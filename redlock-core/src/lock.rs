@@ -16,7 +16,7 @@ use crate::options::Settings;
 use crate::quorum::{self, fan_out, Until};
 use crate::resource::LockKeys;
 
-/// The state of one held lock, shared by its guard, its contexts and its keep-alive task.
+/// The state of one held lock, shared by its guard, its contexts and the extension schedule.
 pub(crate) struct Held {
     pub engine: Arc<Inner>,
     pub resources: Vec<String>,
