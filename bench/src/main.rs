@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use redlock::{LockOptions, Redlock};
 use stats::{Row, Samples};
-use systems::{Floor, System};
+use systems::{Flavour, Floor, System};
 use tokio::time::Instant;
 
 const LOCK_TTL: Duration = Duration::from_secs(10);
@@ -144,34 +144,26 @@ async fn run(args: Args) {
             .build()
             .await
             .unwrap();
+        let options = LockOptions::default().ttl(LOCK_TTL);
         systems.push(System::Ours(
             engine.clone(),
-            LockOptions::default().ttl(LOCK_TTL),
+            options.clone(),
+            Flavour::Guard,
         ));
         if args.peer {
             systems.push(System::Peer(rslock::LockManager::new(urls.clone())));
         }
         systems.push(System::Ours(
-            engine,
-            LockOptions::default().ttl(LOCK_TTL).fencing(false),
+            engine.clone(),
+            options.clone().fencing(false),
+            Flavour::Unfenced,
         ));
+        systems.push(System::Ours(engine, options, Flavour::Scoped));
         let cpu = CpuClock::new(&nodes);
         let wanted = |scenario: &str| args.only.as_deref().is_none_or(|only| scenario == only);
-        let count = systems.len();
         let named: Vec<(&'static str, &System)> = systems
             .iter()
-            .enumerate()
-            // The unfenced engine is the last system; name it apart.
-            .map(|(i, s)| {
-                (
-                    if i == count - 1 {
-                        "redlock, fencing off"
-                    } else {
-                        s.name()
-                    },
-                    s,
-                )
-            })
+            .map(|s| (s.name(), s))
             .filter(|(name, _)| args.system.as_deref().is_none_or(|s| s == *name))
             .collect();
         for (scenario, tasks) in [("uncontended-serial", 1), ("uncontended-parallel", 64)] {
@@ -285,11 +277,8 @@ async fn uncontended(system: &System, tasks: usize, budget: Budget) -> Samples {
             i += 1;
             let resource = format!("u-{task}-{i}");
             let t0 = Instant::now();
-            match system.acquire(&resource, LOCK_TTL).await {
-                Ok(held) => {
-                    system.release(held).await;
-                    samples.latencies.push(t0.elapsed());
-                }
+            match system.cycle(&resource, LOCK_TTL).await {
+                Ok(()) => samples.latencies.push(t0.elapsed()),
                 Err(_) => samples.failures += 1,
             }
         }
@@ -379,6 +368,16 @@ fn print_ratios(rows: &[Row]) {
             ) {
                 println!(
                     "  N={n} {scenario}: redlock/(floor with a script acquire) throughput {:.2}, p50 latency {:.2}",
+                    ours.ops / floor.ops,
+                    ours.p50.as_secs_f64() / floor.p50.as_secs_f64(),
+                );
+            }
+            if let (Some(ours), Some(floor)) = (
+                find(n, scenario, "redlock, lock()"),
+                find(n, scenario, "floor"),
+            ) {
+                println!(
+                    "  N={n} {scenario}: redlock lock()/floor throughput {:.2}, p50 latency {:.2}",
                     ours.ops / floor.ops,
                     ours.p50.as_secs_f64() / floor.p50.as_secs_f64(),
                 );

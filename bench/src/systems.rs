@@ -56,8 +56,19 @@ pub enum Held {
 
 pub enum System {
     Floor(Floor),
-    Ours(Redlock, LockOptions),
+    Ours(Redlock, LockOptions, Flavour),
     Peer(rslock::LockManager),
+}
+
+/// How redlock is called.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// `acquire`, then `release` of the guard.
+    Guard,
+    /// The same, with fencing off.
+    Unfenced,
+    /// `lock`: the function runs under the lock, extended in the background.
+    Scoped,
 }
 
 impl System {
@@ -65,9 +76,24 @@ impl System {
         match self {
             System::Floor(floor) if floor.script_acquire => "floor, script acquire",
             System::Floor(_) => "floor (fred SET NX + script)",
-            System::Ours(_, _) => "redlock",
+            System::Ours(_, _, Flavour::Guard) => "redlock",
+            System::Ours(_, _, Flavour::Unfenced) => "redlock, fencing off",
+            System::Ours(_, _, Flavour::Scoped) => "redlock, lock()",
             System::Peer(_) => "rslock",
         }
+    }
+
+    /// Takes `resource` and gives it back, as the system's users would.
+    pub async fn cycle(&self, resource: &str, ttl: Duration) -> Result<(), String> {
+        if let System::Ours(engine, options, Flavour::Scoped) = self {
+            return engine
+                .lock_with(resource, options.clone(), |_ctx| async {})
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let held = self.acquire(resource, ttl).await?;
+        self.release(held).await;
+        Ok(())
     }
 
     /// Acquires `resource`, waiting for it if need be.
@@ -108,7 +134,7 @@ impl System {
                     Err("floor: no quorum".to_owned())
                 }
             }
-            System::Ours(engine, options) => engine
+            System::Ours(engine, options, _) => engine
                 .acquire(&[resource], options.clone())
                 .await
                 .map(Held::Ours)
@@ -133,7 +159,7 @@ impl System {
                 }))
                 .await;
             }
-            (System::Ours(_, _), Held::Ours(lock)) => {
+            (System::Ours(..), Held::Ours(lock)) => {
                 let _ = lock.release().await;
             }
             (System::Peer(_), Held::Peer(guard)) => guard.release().await,
