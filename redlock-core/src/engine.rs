@@ -98,6 +98,11 @@ impl Redlock {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
     /// Runs `f` while holding `resource`, with the engine's default options.
     ///
     /// The lock is extended in the background while `f` runs, and released
@@ -399,7 +404,7 @@ where
     Fut: Future<Output = T>,
 {
     let held = lock.held().clone();
-    let _extended = held.engine.keep_alive.register(&held);
+    let extended = held.engine.keep_alive.register(&held);
     let work = f(lock.context());
     let outcome = match held.settings.on_loss {
         OnLoss::Abort => {
@@ -414,6 +419,7 @@ where
         }
         OnLoss::Continue => Ok(work.await),
     };
+    drop(extended);
     // A failed release is not the caller's loss: the keys expire at their TTL.
     let _ = lock.release().await;
     outcome

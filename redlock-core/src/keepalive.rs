@@ -19,14 +19,17 @@ use crate::lock::Held;
 /// Shortest pause between two failed extension attempts.
 const MIN_RETRY: Duration = Duration::from_millis(1);
 
+/// The task wakes at least this seldom when nothing is due.
+const MIN_IDLE: Duration = Duration::from_secs(1);
+
 /// The extension schedule of one engine.
 pub(crate) struct KeepAlive {
     schedule: Mutex<Schedule>,
     /// Wakes the task when a lock falls due before the task's next wake.
     earlier: Notify,
     /// How long the task sleeps with nothing due: a quarter of the default
-    /// TTL, so that a lock of that TTL, due at half of it, never has to wake
-    /// the task early.
+    /// TTL (at least [`MIN_IDLE`]), so that a lock of that TTL, due at half
+    /// of it, need not wake the task early.
     idle: Duration,
 }
 
@@ -71,7 +74,7 @@ impl Drop for Registration<'_> {
 impl KeepAlive {
     /// A schedule for an engine whose default TTL is `default_ttl`.
     pub fn new(default_ttl: Duration) -> Arc<KeepAlive> {
-        let idle = default_ttl / 4;
+        let idle = (default_ttl / 4).max(MIN_IDLE);
         Arc::new(KeepAlive {
             schedule: Mutex::new(Schedule {
                 due: BTreeMap::new(),
@@ -180,5 +183,43 @@ impl KeepAlive {
         if schedule.slots.contains_key(&id) {
             self.put(&mut schedule, id, held);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LockOptions, Redlock};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn locks_are_scheduled_while_their_functions_run_and_not_after() {
+        let engine = Redlock::builder().in_memory().build().await.unwrap();
+        let ttl = Duration::from_millis(300);
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let options = LockOptions::default().ttl(ttl);
+                    engine
+                        .lock_with(&format!("r{i}"), options, |ctx| async move {
+                            tokio::time::sleep(ttl * 3).await;
+                            ctx.is_lost()
+                        })
+                        .await
+                })
+            })
+            .collect();
+        // A call cancelled mid-function leaves nothing on the schedule either.
+        let cancelled = tokio::time::timeout(
+            ttl,
+            engine.lock("cancelled", |_ctx| std::future::pending::<()>()),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        for run in runs {
+            assert!(!run.await.unwrap().unwrap(), "extended, not lost");
+        }
+        let schedule = engine.inner().keep_alive.schedule();
+        assert!(schedule.slots.is_empty() && schedule.due.is_empty());
     }
 }
