@@ -365,35 +365,24 @@ fn print_ratios(rows: &[Row]) {
     ns.dedup();
     for n in ns {
         for scenario in ["uncontended-serial", "uncontended-parallel"] {
-            if let (Some(ours), Some(floor)) =
-                (find(n, scenario, "redlock"), find(n, scenario, "floor"))
-            {
-                println!(
-                    "  N={n} {scenario}: redlock/floor throughput {:.2}, p50 latency {:.2}, p99 {:.2}",
-                    ours.ops / floor.ops,
-                    ours.p50.as_secs_f64() / floor.p50.as_secs_f64(),
-                    ours.p99.as_secs_f64() / floor.p99.as_secs_f64(),
-                );
-            }
-            if let (Some(ours), Some(floor)) = (
-                find(n, scenario, "redlock"),
-                find(n, scenario, "floor, script"),
-            ) {
-                println!(
-                    "  N={n} {scenario}: redlock/(floor with a script acquire) throughput {:.2}, p50 latency {:.2}",
-                    ours.ops / floor.ops,
-                    ours.p50.as_secs_f64() / floor.p50.as_secs_f64(),
-                );
-            }
-            if let (Some(ours), Some(floor)) = (
-                find(n, scenario, "redlock, lock()"),
-                find(n, scenario, "floor"),
-            ) {
-                println!(
-                    "  N={n} {scenario}: redlock lock()/floor throughput {:.2}, p50 latency {:.2}",
-                    ours.ops / floor.ops,
-                    ours.p50.as_secs_f64() / floor.p50.as_secs_f64(),
-                );
+            for (ours, base, label) in [
+                ("redlock", "floor", "redlock/floor"),
+                (
+                    "redlock",
+                    "floor, script",
+                    "redlock/(floor with a script acquire)",
+                ),
+                ("redlock, lock()", "floor", "redlock lock()/floor"),
+            ] {
+                if let (Some(ours), Some(base)) = (find(n, scenario, ours), find(n, scenario, base))
+                {
+                    println!(
+                        "  N={n} {scenario}: {label} throughput {:.2}, p50 latency {:.2}, p99 {:.2}",
+                        ours.ops / base.ops,
+                        ours.p50.as_secs_f64() / base.p50.as_secs_f64(),
+                        ours.p99.as_secs_f64() / base.p99.as_secs_f64(),
+                    );
+                }
             }
             if let (Some(ours), Some(peer)) =
                 (find(n, scenario, "redlock"), find(n, scenario, "rslock"))
