@@ -211,9 +211,9 @@ async fn run(args: Args) {
     }
 }
 
-/// CPU time of processes, from `/proc/<pid>/task/*/schedstat` (on-CPU
-/// nanoseconds, user and kernel, every thread): what one operation costs
-/// the nodes and the client, apart from the time it waits.
+/// CPU time of the nodes, from `/proc/<pid>/task/*/schedstat` (on-CPU
+/// nanoseconds, user and kernel, every thread), and of this process: what
+/// one operation costs the nodes and the client, apart from the time it waits.
 struct CpuClock {
     servers: Vec<u32>,
 }
@@ -230,7 +230,10 @@ impl CpuClock {
         let before = self.now();
         let mut samples = scenario.await;
         let after = self.now();
-        samples.cpu = (after.0 - before.0, after.1 - before.1);
+        samples.cpu = (
+            after.0.saturating_sub(before.0),
+            after.1.saturating_sub(before.1),
+        );
         samples
     }
 
@@ -241,8 +244,22 @@ impl CpuClock {
             .iter()
             .map(|pid| cpu_time(&pid.to_string()))
             .sum();
-        (servers, cpu_time("self"))
+        (servers, own_cpu_time())
     }
+}
+
+/// This process's CPU time, including threads that have ended (the
+/// blocking pool's come and go).
+fn own_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to write.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 fn cpu_time(pid: &str) -> Duration {
