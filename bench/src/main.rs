@@ -54,7 +54,20 @@ struct Args {
     current_thread: bool,
 }
 
-fn args() -> Args {
+const USAGE: &str = "usage: redlock-bench [--quick] [--seconds S] [--nodes 1,3,5] [--held N] \
+[--held-seconds S] [--no-peer] [--only SCENARIO] [--system NAME] [--ops N] [--current-thread]
+  SCENARIO: uncontended-serial, uncontended-parallel, contended or held-many
+  NAME: a system as the table prints it, e.g. redlock";
+
+const SCENARIOS: [&str; 4] = [
+    "uncontended-serial",
+    "uncontended-parallel",
+    "contended",
+    "held-many",
+];
+
+/// The command line, or what is wrong with it.
+fn args() -> Result<Args, String> {
     let mut args = Args {
         seconds: 3.0,
         nodes: vec![1, 3, 5],
@@ -67,37 +80,66 @@ fn args() -> Args {
         current_thread: false,
     };
     let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().expect("a value after the flag");
-        match arg.as_str() {
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |text: String| -> Result<u64, String> {
+            text.parse()
+                .map_err(|_| format!("{flag} takes a whole number, not {text:?}"))
+        };
+        match flag.as_str() {
             "--quick" => {
                 args.seconds = 1.0;
                 args.nodes = vec![3];
                 args.held = 2_000;
                 args.held_seconds = 10;
             }
-            "--seconds" => args.seconds = value().parse().expect("--seconds N"),
-            "--nodes" => {
-                args.nodes = value()
-                    .split(',')
-                    .map(|n| n.parse().expect("--nodes 1,3,5"))
-                    .collect()
+            "--seconds" => {
+                let text = value()?;
+                args.seconds = text
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                    .ok_or(format!("--seconds takes a positive number, not {text:?}"))?;
             }
-            "--held" => args.held = value().parse().expect("--held N"),
-            "--held-seconds" => args.held_seconds = value().parse().expect("--held-seconds N"),
+            "--nodes" => {
+                args.nodes = value()?
+                    .split(',')
+                    .map(|n| match n.parse() {
+                        Ok(n) if n > 0 => Ok(n),
+                        _ => Err(format!(
+                            "--nodes takes node counts such as 1,3,5, not {n:?}"
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--held" => args.held = number(value()?)? as usize,
+            "--held-seconds" => args.held_seconds = number(value()?)?,
             "--no-peer" => args.peer = false,
-            "--only" => args.only = Some(value()),
-            "--system" => args.system = Some(value()),
-            "--ops" => args.ops = Some(value().parse().expect("--ops N")),
+            "--only" => {
+                let scenario = value()?;
+                if !SCENARIOS.contains(&scenario.as_str()) {
+                    return Err(format!("--only {scenario:?}: no such scenario"));
+                }
+                args.only = Some(scenario);
+            }
+            "--system" => args.system = Some(value()?),
+            "--ops" => args.ops = Some(number(value()?)?),
             "--current-thread" => args.current_thread = true,
-            other => panic!("unknown argument {other}"),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    args
+    Ok(args)
 }
 
 fn main() {
-    let args = args();
+    let args = args().unwrap_or_else(|problem| {
+        eprintln!("{problem}\n{USAGE}");
+        std::process::exit(2);
+    });
     let runtime = if args.current_thread {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
