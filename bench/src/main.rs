@@ -151,7 +151,11 @@ fn main() {
             .build()
     }
     .unwrap();
-    runtime.block_on(run(args));
+    // On a worker thread, as a server's request handlers run (a `block_on`
+    // future runs on the calling thread, one hop away from every worker).
+    runtime
+        .block_on(runtime.spawn(run(args)))
+        .expect("the benchmark does not panic");
 }
 
 async fn run(args: Args) {
@@ -203,9 +207,9 @@ async fn run(args: Args) {
         systems.push(System::Ours(engine, options, Flavour::Scoped));
         let cpu = CpuClock::new(&nodes);
         let wanted = |scenario: &str| args.only.as_deref().is_none_or(|only| scenario == only);
-        let named: Vec<(&'static str, &System)> = systems
-            .iter()
-            .map(|s| (s.name(), s))
+        let named: Vec<(&'static str, Arc<System>)> = systems
+            .into_iter()
+            .map(|s| (s.name(), Arc::new(s)))
             .filter(|(name, _)| args.system.as_deref().is_none_or(|s| s == *name))
             .collect();
         for (scenario, tasks) in [("uncontended-serial", 1), ("uncontended-parallel", 64)] {
@@ -223,7 +227,8 @@ async fn run(args: Args) {
             for round in 0..rounds as usize {
                 for turn in 0..named.len() {
                     let i = (round + turn) % named.len();
-                    let samples = cpu.measure(uncontended(named[i].1, tasks, slice)).await;
+                    let system = named[i].1.clone();
+                    let samples = cpu.measure(uncontended(system, tasks, slice)).await;
                     totals[i].append(samples);
                 }
             }
@@ -231,10 +236,10 @@ async fn run(args: Args) {
                 rows.push(Row::from(scenario, name, n, total));
             }
         }
-        for &(name, system) in &named {
-            let pollable = matches!(system, System::Peer(_)) || name == "redlock";
+        for (name, system) in &named {
+            let pollable = matches!(**system, System::Peer(_)) || *name == "redlock";
             if pollable && wanted("contended") {
-                let s = cpu.measure(contended(system, 8, duration)).await;
+                let s = cpu.measure(contended(system.clone(), 8, duration)).await;
                 rows.push(Row::from("contended: handoffs/s, wait", name, n, s));
             }
         }
@@ -324,24 +329,27 @@ enum Budget {
 }
 
 /// `tasks` tasks each acquire and release fresh resources in a loop.
-async fn uncontended(system: &System, tasks: usize, budget: Budget) -> Samples {
+async fn uncontended(system: Arc<System>, tasks: usize, budget: Budget) -> Samples {
     let (duration, ops) = match budget {
         Budget::Time(duration) => (duration, u64::MAX),
         Budget::Ops(ops) => (Duration::from_secs(3600), ops),
     };
-    drive(tasks, duration, |task, stop| async move {
-        let mut samples = Samples::default();
-        let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) && i < ops {
-            i += 1;
-            let resource = format!("u-{task}-{i}");
-            let t0 = Instant::now();
-            match system.cycle(&resource, LOCK_TTL).await {
-                Ok(()) => samples.latencies.push(t0.elapsed()),
-                Err(_) => samples.failures += 1,
+    drive(tasks, duration, |task, stop| {
+        let system = system.clone();
+        async move {
+            let mut samples = Samples::default();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) && i < ops {
+                i += 1;
+                let resource = format!("u-{task}-{i}");
+                let t0 = Instant::now();
+                match system.cycle(&resource, LOCK_TTL).await {
+                    Ok(()) => samples.latencies.push(t0.elapsed()),
+                    Err(_) => samples.failures += 1,
+                }
             }
+            samples
         }
-        samples
     })
     .await
 }
@@ -350,27 +358,30 @@ async fn uncontended(system: &System, tasks: usize, budget: Budget) -> Samples {
 /// latency recorded is the wait for the lock; the rate counts handoffs, i.e.
 /// acquisitions by another task than the previous holder (a task that
 /// re-takes the lock it just released hands nothing over).
-async fn contended(system: &System, tasks: usize, duration: Duration) -> Samples {
+async fn contended(system: Arc<System>, tasks: usize, duration: Duration) -> Samples {
     static ROUND: AtomicU64 = AtomicU64::new(0);
-    let resource = format!("c-{}", ROUND.fetch_add(1, Ordering::Relaxed));
-    let last_holder = AtomicU64::new(u64::MAX);
-    let (resource, last_holder) = (resource.as_str(), &last_holder);
-    drive(tasks, duration, |task, stop| async move {
-        let mut samples = Samples::default();
-        while !stop.load(Ordering::Relaxed) {
-            let t0 = Instant::now();
-            match system.acquire(resource, LOCK_TTL).await {
-                Ok(held) => {
-                    if last_holder.swap(task as u64, Ordering::Relaxed) != task as u64 {
-                        samples.latencies.push(t0.elapsed());
+    let resource: Arc<str> = format!("c-{}", ROUND.fetch_add(1, Ordering::Relaxed)).into();
+    let last_holder = Arc::new(AtomicU64::new(u64::MAX));
+    drive(tasks, duration, |task, stop| {
+        let (system, resource, last_holder) =
+            (system.clone(), resource.clone(), last_holder.clone());
+        async move {
+            let mut samples = Samples::default();
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                match system.acquire(&resource, LOCK_TTL).await {
+                    Ok(held) => {
+                        if last_holder.swap(task as u64, Ordering::Relaxed) != task as u64 {
+                            samples.latencies.push(t0.elapsed());
+                        }
+                        hold(HOLD).await;
+                        system.release(held).await;
                     }
-                    hold(HOLD).await;
-                    system.release(held).await;
+                    Err(_) => samples.failures += 1,
                 }
-                Err(_) => samples.failures += 1,
             }
+            samples
         }
-        samples
     })
     .await
 }
@@ -388,16 +399,20 @@ async fn hold(time: Duration) {
         .expect("a sleeping thread does not panic");
 }
 
-/// Runs `tasks` copies of `body` (given its task number and the stop flag)
-/// until `duration` has passed, and merges their samples.
+/// Runs `tasks` copies of `body` (given its task number and the stop flag),
+/// each a task of its own as a server's requests are, until `duration` has
+/// passed, and merges their samples.
 async fn drive<F, Fut>(tasks: usize, duration: Duration, body: F) -> Samples
 where
     F: Fn(usize, Arc<AtomicBool>) -> Fut,
-    Fut: std::future::Future<Output = Samples>,
+    Fut: std::future::Future<Output = Samples> + Send + 'static,
 {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let runs = (0..tasks).map(|task| body(task, stop.clone()));
+    let runs = (0..tasks).map(|task| {
+        let run = tokio::spawn(body(task, stop.clone()));
+        async move { run.await.expect("a benchmark task does not panic") }
+    });
     let mut runs = std::pin::pin!(futures::future::join_all(runs));
     let all = tokio::select! {
         all = &mut runs => all,
