@@ -117,7 +117,7 @@ impl RedlockBuilder {
         resource::check_segment("app", &self.app)?;
         let default_settings = self.defaults.resolve()?;
         let default_prefix = resource::key_prefix(&self.app, &default_settings.instance);
-        let default_ttl = default_settings.lease.ttl;
+        let keep_alive = KeepAlive::new(default_settings.lease.ttl);
         if self.in_memory {
             if !self.urls.is_empty() {
                 return Err(invalid(
@@ -135,7 +135,7 @@ impl RedlockBuilder {
                 warnings: Vec::new(),
                 wakeup: Wakeup::new(Vec::new()),
                 listeners: Vec::new(),
-                keep_alive: KeepAlive::new(default_ttl),
+                keep_alive,
             }));
         }
         if self.urls.is_empty() {
@@ -204,7 +204,7 @@ impl RedlockBuilder {
             warnings,
             wakeup,
             listeners,
-            keep_alive: KeepAlive::new(default_ttl),
+            keep_alive,
         }))
     }
 }
