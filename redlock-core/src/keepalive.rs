@@ -136,7 +136,7 @@ impl KeepAlive {
 
     /// The task: sleeps until the earliest lock is due, and starts the
     /// extension of every lock due by then. Aborted with its engine.
-    pub async fn run(self: Arc<Self>) {
+    async fn run(self: Arc<Self>) {
         loop {
             let wake_at = self.schedule().wake_at;
             tokio::select! {
