@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::types::Value;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::context::LockContext;
@@ -26,7 +26,9 @@ pub(crate) struct Held {
     pub fencing_token: u64,
     /// End of validity: after it, the lock may be someone else's.
     deadline: Mutex<Instant>,
-    lost: watch::Sender<bool>,
+    /// Set once the lock is known lost; `lost_signal` wakes those waiting for it.
+    lost: AtomicBool,
+    lost_signal: Notify,
     released: AtomicBool,
 }
 
@@ -48,7 +50,8 @@ impl Held {
             settings,
             fencing_token,
             deadline: Mutex::new(deadline),
-            lost: watch::Sender::new(false),
+            lost: AtomicBool::new(false),
+            lost_signal: Notify::new(),
             released: AtomicBool::new(false),
         }
     }
@@ -62,21 +65,27 @@ impl Held {
     }
 
     pub fn is_lost(&self) -> bool {
-        *self.lost.borrow() || Instant::now() >= self.deadline()
+        self.lost.load(Ordering::Acquire) || Instant::now() >= self.deadline()
     }
 
     fn mark_lost(&self) {
-        self.lost.send_replace(true);
+        self.lost.store(true, Ordering::Release);
+        self.lost_signal.notify_waiters();
     }
 
     /// Completes when the lock is lost: marked lost, or its validity ran out.
     pub async fn lost(&self) {
-        let mut flag = self.lost.subscribe();
         loop {
+            // Registered before the flag is read, so a mark in between wakes it.
+            let mut marked = std::pin::pin!(self.lost_signal.notified());
+            marked.as_mut().enable();
+            if self.lost.load(Ordering::Acquire) {
+                return;
+            }
             let deadline = self.deadline();
             tokio::select! {
-                _ = flag.wait_for(|lost| *lost) => return,
-                _ = tokio::time::sleep_until(deadline) => {
+                () = marked => return,
+                () = tokio::time::sleep_until(deadline) => {
                     // The deadline may have moved while we slept.
                     if Instant::now() >= self.deadline() {
                         self.mark_lost();
@@ -103,7 +112,7 @@ impl Held {
         }
         let start = Instant::now();
         let old_deadline = self.deadline();
-        if *self.lost.borrow() || start >= old_deadline {
+        if self.lost.load(Ordering::Acquire) || start >= old_deadline {
             return Err(self.lost_error("its validity ran out before the extension"));
         }
         let nodes = &self.engine.nodes;
