@@ -1,10 +1,10 @@
 //! Coalescing the operations waiting for one Redis node into one script call.
 //!
-//! A caller puts its operation on the node's queue. If no batch is in
-//! flight, the caller becomes the leader: it sends everything queued as one
-//! `EVALSHA` of the batch script and hands every caller its result, with no
-//! task hop on the uncontended path. Operations queued meanwhile form the
-//! next batches, sent by one task the leader starts when its batch is done.
+//! A caller that finds no batch in flight becomes the leader: it sends its
+//! operation as a batch of its own (nothing else is queued while the queue
+//! is idle) and reads the reply itself, with no task hop and no channel on
+//! the uncontended path. Operations queued meanwhile form the next batches,
+//! sent by one task the leader starts when its call is done.
 //! Batches go out one at a time, in queue order, so a release queued after
 //! an acquire always runs after it. An operation is on its way once queued:
 //! a caller that stops waiting (timeout, quorum already decided) cancels
@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::clients::Client;
-use fred::error::Error as FredError;
 use fred::interfaces::LuaInterface;
 use fred::types::scripts::Script;
 use fred::types::{Key, Value};
@@ -114,9 +113,9 @@ fn integer(n: u64) -> Value {
 }
 
 /// One queued operation.
-pub(crate) struct Request {
-    pub op: Op,
-    pub reply: oneshot::Sender<NodeResult<i64>>,
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<NodeResult<i64>>,
 }
 
 /// The queue of one node.
@@ -144,32 +143,37 @@ impl Queue {
         })
     }
 
-    /// Queues `request`; sends a batch at once if none is in flight.
-    pub async fn submit(self: &Arc<Self>, request: Request) {
-        let lead = {
+    /// Runs `op` on the node: at once if no batch is in flight, else in the
+    /// next batch. It is on its way once this is first polled.
+    pub async fn run(self: &Arc<Self>, op: Op) -> NodeResult<i64> {
+        let turn = {
             let mut state = self.lock();
-            state.pending.push(request);
-            !std::mem::replace(&mut state.busy, true)
+            if std::mem::replace(&mut state.busy, true) {
+                let (reply, answer) = oneshot::channel();
+                state.pending.push(Request { op, reply });
+                Turn::Wait(answer)
+            } else {
+                Turn::Lead(op)
+            }
         };
-        if !lead {
-            return;
-        }
-        let Some(batch) = self.take_batch(Vec::new()) else {
-            return;
+        let op = match turn {
+            Turn::Wait(answer) => {
+                return answer
+                    .await
+                    .unwrap_or_else(|_| Err("the node's queue dropped the operation".to_owned()))
+            }
+            Turn::Lead(op) => op,
         };
         let mut in_flight = InFlight {
             queue: self.clone(),
-            batch: Some(Box::pin(self.clone().exchange(batch))),
+            call: Some(Box::pin(self.clone().exchange_one(op))),
         };
-        let Some(batch) = in_flight.batch.as_mut() else {
-            return;
-        };
-        let emptied = batch.await;
-        in_flight.batch = None;
+        let result = in_flight.finish().await;
         // Operations queued meanwhile go out from a task, so this caller goes on.
-        if let Some(next) = self.take_batch(emptied) {
+        if let Some(next) = self.take_batch(Vec::new()) {
             tokio::spawn(self.clone().drain(next));
         }
+        result
     }
 
     /// Sends `batch`, then whatever is queued, batch after batch, until the
@@ -213,31 +217,93 @@ impl Queue {
 
     /// Sends `batch` and answers its callers; returns the emptied vector.
     async fn exchange(self: Arc<Self>, mut batch: Vec<Request>) -> Vec<Request> {
-        let outcome =
-            tokio::time::timeout(BATCH_TIMEOUT, call(&self.client, &self.script, &batch)).await;
-        answer(&mut batch, outcome);
+        let results = match self.call(batch.iter().map(|r| &r.op)).await {
+            // The script answers a batch of one with its bare result.
+            Ok(result) if batch.len() == 1 && !matches!(result, Value::Array(_)) => {
+                Ok(vec![result])
+            }
+            Ok(Value::Array(results)) if results.len() == batch.len() => Ok(results),
+            Ok(other) => Err(format!("unexpected reply to the lock script: {other:?}")),
+            Err(failure) => Err(failure),
+        };
+        match results {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    let _ = request.reply.send(parse(result));
+                }
+            }
+            Err(failure) => {
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(failure.clone()));
+                }
+            }
+        }
         batch
+    }
+
+    /// Sends `op` alone and returns its result.
+    async fn exchange_one(self: Arc<Self>, op: Op) -> NodeResult<i64> {
+        parse(self.call(std::iter::once(&op)).await?)
+    }
+
+    /// One `EVALSHA` carrying `ops`, loading the script first if the node
+    /// lost it, bounded by [`BATCH_TIMEOUT`].
+    async fn call<'a>(&self, ops: impl Iterator<Item = &'a Op> + Clone) -> NodeResult<Value> {
+        let (client, script) = (&self.client, &self.script);
+        let call = async {
+            let (keys, args) = encode(ops.clone());
+            match client.evalsha(script.sha1().clone(), keys, args).await {
+                // A restarted node has an empty script cache.
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    script.load(client).await?;
+                    let (keys, args) = encode(ops);
+                    client.evalsha(script.sha1().clone(), keys, args).await
+                }
+                result => result,
+            }
+        };
+        match tokio::time::timeout(BATCH_TIMEOUT, call).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(super::redis::describe(e)),
+            Err(_) => Err(format!("no answer within {BATCH_TIMEOUT:?}")),
+        }
     }
 }
 
-type BatchFuture = Pin<Box<dyn Future<Output = Vec<Request>> + Send>>;
+/// Whose turn it is to send: the caller's own, or a batch's.
+enum Turn {
+    Lead(Op),
+    Wait(oneshot::Receiver<NodeResult<i64>>),
+}
 
-/// The batch a leader is sending: if the leader is dropped first (its
-/// caller gave up, or the quorum was decided without this node), a task
-/// finishes it and sends what was queued behind it, so no caller waits
-/// forever and the queue keeps moving.
+/// The call a leader is making: if the leader is dropped first (its caller
+/// gave up, or the quorum was decided without this node), a task finishes
+/// it and sends what was queued behind it, so the operation still runs, no
+/// caller waits forever, and the queue keeps moving.
 struct InFlight {
     queue: Arc<Queue>,
-    batch: Option<BatchFuture>,
+    call: Option<Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>>,
+}
+
+impl InFlight {
+    /// Waits for the call's result; after it, dropping `self` does nothing.
+    async fn finish(&mut self) -> NodeResult<i64> {
+        let Some(call) = self.call.as_mut() else {
+            return Err("the call was already answered".to_owned());
+        };
+        let result = call.await;
+        self.call = None;
+        result
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(batch) = self.batch.take() {
+        if let Some(call) = self.call.take() {
             let queue = self.queue.clone();
             tokio::spawn(async move {
-                let emptied = batch.await;
-                if let Some(next) = queue.take_batch(emptied) {
+                let _ = call.await;
+                if let Some(next) = queue.take_batch(Vec::new()) {
                     queue.drain(next).await;
                 }
             });
@@ -245,57 +311,15 @@ impl Drop for InFlight {
     }
 }
 
-/// Hands each caller of `batch` its result, leaving `batch` empty.
-fn answer(
-    batch: &mut Vec<Request>,
-    outcome: Result<Result<Value, FredError>, tokio::time::error::Elapsed>,
-) {
-    let failure = match outcome {
-        // The script answers a batch of one with its bare result.
-        Ok(Ok(result)) if batch.len() == 1 && !matches!(result, Value::Array(_)) => {
-            if let Some(request) = batch.pop() {
-                let _ = request.reply.send(parse(result));
-            }
-            return;
-        }
-        Ok(Ok(Value::Array(results))) if results.len() == batch.len() => {
-            for (request, result) in batch.drain(..).zip(results) {
-                let _ = request.reply.send(parse(result));
-            }
-            return;
-        }
-        Ok(Ok(other)) => format!("unexpected reply to the lock script: {other:?}"),
-        Ok(Err(e)) => super::redis::describe(e),
-        Err(_) => format!("no answer within {BATCH_TIMEOUT:?}"),
-    };
-    for request in batch.drain(..) {
-        let _ = request.reply.send(Err(failure.clone()));
-    }
-}
-
-/// One `EVALSHA` carrying `batch`, loading the script first if the node lost it.
-async fn call(client: &Client, script: &Script, batch: &[Request]) -> Result<Value, FredError> {
-    let (keys, args) = encode(batch);
-    match client.evalsha(script.sha1().clone(), keys, args).await {
-        // A restarted node has an empty script cache.
-        Err(e) if e.details().starts_with("NOSCRIPT") => {
-            script.load(client).await?;
-            let (keys, args) = encode(batch);
-            client.evalsha(script.sha1().clone(), keys, args).await
-        }
-        result => result,
-    }
-}
-
-/// The script's `KEYS` and `ARGV` for `batch`: every operation's keys, and
+/// The script's `KEYS` and `ARGV` for `ops`: every operation's keys, and
 /// every operation's `ARGV` part, in queue order.
-fn encode(batch: &[Request]) -> (Vec<Key>, Vec<Value>) {
-    let mut keys = Vec::with_capacity(batch.iter().map(|r| r.op.keys().len()).sum());
+fn encode<'a>(ops: impl Iterator<Item = &'a Op> + Clone) -> (Vec<Key>, Vec<Value>) {
+    let mut keys = Vec::with_capacity(ops.clone().map(|op| op.keys().len()).sum());
     // An operation has at most three `ARGV` entries.
-    let mut args = Vec::with_capacity(3 * batch.len());
-    for request in batch {
-        keys.extend_from_slice(request.op.keys());
-        request.op.push_args(&mut args);
+    let mut args = Vec::with_capacity(3 * ops.clone().count());
+    for op in ops {
+        keys.extend_from_slice(op.keys());
+        op.push_args(&mut args);
     }
     (keys, args)
 }
@@ -350,7 +374,7 @@ mod tests {
                 token: 1 << 40,
             }),
         ];
-        let (keys, args) = encode(&batch);
+        let (keys, args) = encode(batch.iter().map(|r| &r.op));
         let keys: Vec<_> = keys
             .iter()
             .map(|k| k.as_str().unwrap().to_owned())

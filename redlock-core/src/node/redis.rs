@@ -9,9 +9,7 @@ use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
-use super::batch::{Op, Queue, Request};
+use super::batch::{Op, Queue};
 use super::{ConnectSettings, NodeResult};
 use crate::resource::LockKeys;
 use crate::scripts;
@@ -142,12 +140,7 @@ impl RedisNode {
         if !op.must_run() && !self.client.is_connected() {
             return Err("not connected (reconnecting)".to_owned());
         }
-        let (reply, answer) = oneshot::channel();
-        let request = Request { op, reply };
-        self.queue.submit(request).await;
-        answer
-            .await
-            .map_err(|_| "the node's queue dropped the operation".to_owned())?
+        self.queue.run(op).await
     }
 }
 
