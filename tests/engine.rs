@@ -93,6 +93,66 @@ async fn contention_reports_who_holds_it_then_hands_over_on_release() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_of_another_engine_is_woken_by_the_release_not_its_timer() {
+    let nodes = Nodes::start(3);
+    let holder = nodes.engine("t", quick()).await;
+    // The waiter would retry only after 60 s: it can have the lock sooner
+    // only through the release's message.
+    let waiter = nodes
+        .engine(
+            "t",
+            LockOptions::default()
+                .retry_delay(Duration::from_secs(60))
+                .retry_jitter(Duration::from_millis(1))
+                .wait(Duration::from_secs(120)),
+        )
+        .await;
+    let lock = holder
+        .acquire(&["busy"], LockOptions::default())
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let lock = waiter.acquire(&["busy"], LockOptions::default()).await;
+        (Instant::now(), lock)
+    });
+    // It lost its first attempt and listens on every node before the release.
+    let listening = async {
+        loop {
+            let mut listening = 0;
+            for server in &nodes.servers {
+                let counts: Vec<Value> = server
+                    .client()
+                    .await
+                    .pubsub_numsub("redlock_t:~:busy")
+                    .await
+                    .unwrap();
+                listening += usize::from(counts[1].as_i64() == Some(1));
+            }
+            if listening == nodes.servers.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), listening)
+        .await
+        .expect("the waiter subscribed to the lock's channel on every node");
+
+    let released = Instant::now();
+    lock.release().await.unwrap();
+    let (acquired, lock) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("handed over long before the waiter's 60 s timer")
+        .unwrap();
+    assert!(
+        acquired - released < Duration::from_secs(10),
+        "handed over by the release's message: {:?}",
+        acquired - released
+    );
+    lock.unwrap().release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_resource_locks_are_all_or_nothing() {
     let nodes = Nodes::start(3);
     let a = nodes.engine("t", quick()).await;
