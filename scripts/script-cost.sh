@@ -41,8 +41,8 @@ commands() {
     case $variant in
       floor) resp SET "$k" $value NX PX 10000; resp EVALSHA "$release" 1 "$k" $value ;;
       floor-script) resp EVALSHA "$acquire" 1 "$k" $value 10000; resp EVALSHA "$release" 1 "$k" $value ;;
-      fenced) resp EVALSHA "$batch" 2 "$k" "$f" T1 $value 10000; resp EVALSHA "$batch" 1 "$k" R1 $value ;;
-      unfenced) resp EVALSHA "$batch" 1 "$k" A1 $value 10000; resp EVALSHA "$batch" 1 "$k" R1 $value ;;
+      fenced) resp EVALSHA "$batch" 2 "$k" "$f" $value 10000; resp EVALSHA "$batch" 1 "$k" $value ;;
+      unfenced) resp EVALSHA "$batch" 1 "$k" $value 10000; resp EVALSHA "$batch" 1 "$k" $value ;;
       batch32)
         ((i % 32 == 0)) || continue
         keys=() args=()

@@ -7,23 +7,27 @@
 //!
 //! `ARGV` is a sequence of operations, each a head and its arguments. The
 //! head is the operation's code and its number of resources `n`, e.g. `T1`,
-//! so that the usual lock sends one entry where a code and counts would take
-//! three; the operations' keys follow each other in `KEYS`. In a batch of
+//! so that a lock sends one entry where a code and counts would take three;
+//! the operations' keys follow each other in `KEYS`. The usual lock, a `T1`,
+//! `A1` or `R1` sent alone, goes bare: no head, since each argument costs
+//! the server about 1,700 instructions; its first argument is then its
+//! value, 32 characters long where a head has a few, and its shape tells
+//! which it is (two arguments: an acquire, fenced if it has two keys; one:
+//! a release). In a batch of
 //! several, each operation runs in its own `pcall`: its result is an
 //! integer, or a string starting with `ERR` when it failed (e.g. a key
 //! holding application data of another type), so one bad operation cannot
 //! fail the others; the reply is the array of results. A batch of one runs
-//! bare: its result, or its error, is the reply. An operation that fails
+//! without `pcall`: its result, or its error, is the reply. An operation that fails
 //! leaves nothing written: it reads before it writes, or undoes its write.
 //!
 //! The script runs on every node for every lock, so its cost is the
-//! server's share of the latency. A batch of one lock on one resource, the
-//! uncontended case, runs inline before anything is parsed or defined.
-//! Server instructions per acquire + release of one resource
-//! (`scripts/script-cost.sh`, redis-server under callgrind): 65k fenced, 57k
-//! without fencing, 47k fenced in batches of 32; the floor (`SET NX PX`, then a one-line
-//! compare-and-delete script) takes 30k, and 48k when it acquires with a
-//! one-line script too. The floor has no counter and no release
+//! server's share of the latency. The usual lock, bare, runs inline before
+//! anything is parsed or defined. Server instructions per acquire + release
+//! of one resource (`scripts/script-cost.sh`, redis-server under
+//! callgrind): 61k fenced, 55k without fencing, 48k fenced in batches of 32;
+//! the floor (`SET NX PX`, then a one-line compare-and-delete script) takes
+//! 30k, and 48k when it acquires with a one-line script too. The floor has no counter and no release
 //! notification (its `PUBLISH` alone is 4.7k); most of the rest is Redis's
 //! cost per script call and per `redis.call`.
 //!
@@ -45,34 +49,36 @@
 //!   fencing write-back): 1.
 
 pub(crate) const BATCH: &str = r#"
--- A batch of one has at most 3 entries (two operations have at least 4).
--- One lock on one resource, the uncontended case, runs inline here, before
--- any function is defined: Redis makes a script's functions anew on every
--- call, at about 700 instructions each, more than this costs. It does what
--- `acquire_one` and `release_one` below do for a batch.
-local single = #ARGV <= 3
-if single then
-  local head, key, value = ARGV[1], KEYS[1], ARGV[2]
-  if head == 'T1' or head == 'A1' then
-    if not redis.call('SET', key, value, 'NX', 'PX', ARGV[3]) then
-      if redis.call('GET', key) ~= value then return -1 end
-      redis.call('SET', key, value, 'PX', ARGV[3])
-    end
-    if head == 'A1' then return 0 end
-    local token = redis.pcall('INCR', KEYS[2])
-    if type(token) == 'table' then
-      redis.call('DEL', key)
-      error(token)
-    end
-    return token
-  end
-  if head == 'R1' then
+-- The usual lock, an acquire or release of one resource sent alone, comes
+-- bare: no head, so its first argument is its value (32 characters, where
+-- a head has a few), and its shape tells which it is. It runs inline here,
+-- before any function is defined: Redis makes a script's functions anew on
+-- every call, at about 700 instructions each, more than this costs. It does
+-- what `acquire_one` and `release_one` below do for a batch.
+if #ARGV[1] > 16 then
+  local key, value = KEYS[1], ARGV[1]
+  if #ARGV == 1 then
     if redis.call('GET', key) ~= value then return 0 end
     redis.call('DEL', key)
     redis.call('PUBLISH', key, value)
     return 1
   end
+  if not redis.call('SET', key, value, 'NX', 'PX', ARGV[2]) then
+    if redis.call('GET', key) ~= value then return -1 end
+    redis.call('SET', key, value, 'PX', ARGV[2])
+  end
+  -- Fenced when its counter follows the lock key.
+  if #KEYS == 1 then return 0 end
+  local token = redis.pcall('INCR', KEYS[2])
+  if type(token) == 'table' then
+    redis.call('DEL', key)
+    error(token)
+  end
+  return token
 end
+
+-- A batch of one has at most 3 entries (two operations have at least 4).
+local single = #ARGV <= 3
 
 -- Takes one lock key, or leaves it (-1); with a counter, draws a token from it.
 local function acquire_one(key, counter, value, ttl)
