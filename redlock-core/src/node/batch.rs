@@ -29,8 +29,10 @@ use crate::resource::LockKeys;
 /// the server for long.
 const MAX_BATCH: usize = 256;
 
-/// How long a batch waits for its answer before it fails and the queue goes
-/// on (callers have given up long before: this only unblocks the queue).
+/// How long a call made by a task waits for its answer before it fails and
+/// the queue goes on (callers have given up long before: this only unblocks
+/// the queue). A leader's own call needs no timer: its caller bounds it, and
+/// if the caller gives up, the call is finished by a task, bounded.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An operation of the batch script, on a lock's keys (shared, not copied).
@@ -236,7 +238,7 @@ impl Queue {
 
     /// Sends `batch` and answers its callers; returns the emptied vector.
     async fn exchange(self: Arc<Self>, mut batch: Vec<Request>) -> Vec<Request> {
-        let results = match self.call(batch.iter().map(|r| &r.op), false).await {
+        let results = match bounded(self.call(batch.iter().map(|r| &r.op), false)).await {
             // The script answers a batch of one with its bare result.
             Ok(result) if batch.len() == 1 && !matches!(result, Value::Array(_)) => {
                 Ok(vec![result])
@@ -266,32 +268,32 @@ impl Queue {
     }
 
     /// One `EVALSHA` carrying `ops` (one `bare` operation, or operations
-    /// with heads), loading the script first if the node lost it, bounded
-    /// by [`BATCH_TIMEOUT`].
+    /// with heads), loading the script first if the node lost it.
     async fn call<'a>(
         &self,
         ops: impl Iterator<Item = &'a Op> + Clone,
         bare: bool,
     ) -> NodeResult<Value> {
         let (client, script) = (&self.client, &self.script);
-        let call = async {
-            let (keys, args) = encode(ops.clone(), bare);
-            match client.evalsha(script.sha1().clone(), keys, args).await {
-                // A restarted node has an empty script cache.
-                Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    script.load(client).await?;
-                    let (keys, args) = encode(ops, bare);
-                    client.evalsha(script.sha1().clone(), keys, args).await
-                }
-                result => result,
+        let (keys, args) = encode(ops.clone(), bare);
+        let reply = match client.evalsha(script.sha1().clone(), keys, args).await {
+            // A restarted node has an empty script cache.
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                script.load(client).await.map_err(super::redis::describe)?;
+                let (keys, args) = encode(ops, bare);
+                client.evalsha(script.sha1().clone(), keys, args).await
             }
+            reply => reply,
         };
-        match tokio::time::timeout(BATCH_TIMEOUT, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(super::redis::describe(e)),
-            Err(_) => Err(format!("no answer within {BATCH_TIMEOUT:?}")),
-        }
+        reply.map_err(super::redis::describe)
     }
+}
+
+/// `call`, failed if it has no answer within [`BATCH_TIMEOUT`].
+async fn bounded<T>(call: impl Future<Output = NodeResult<T>>) -> NodeResult<T> {
+    tokio::time::timeout(BATCH_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {BATCH_TIMEOUT:?}")))
 }
 
 /// Whose turn it is to send: the caller's own, or a batch's.
@@ -326,7 +328,7 @@ impl Drop for InFlight {
         if let Some(call) = self.call.take() {
             let queue = self.queue.clone();
             tokio::spawn(async move {
-                let _ = call.await;
+                let _ = bounded(call).await;
                 if let Some(next) = queue.take_batch(Vec::new()) {
                     queue.drain(next).await;
                 }
