@@ -5,11 +5,13 @@
 //! is idle) and reads the reply itself, with no task hop and no channel on
 //! the uncontended path. Operations queued meanwhile form the next batches,
 //! sent by one task the leader starts when its call is done.
-//! Batches go out one at a time, in queue order, so a release queued after
+//! Calls go out one at a time, in queue order, so a release queued after
 //! an acquire always runs after it. An operation is on its way once queued:
 //! a caller that stops waiting (timeout, quorum already decided) cancels
-//! nothing, and a leader dropped mid-batch hands the batch, and what is
-//! queued behind it, to one task.
+//! nothing. A leader dropped while its acquire or extend is out, the usual
+//! fate of the last node's call when a quorum answered first, leaves the
+//! call for the next caller to finish before its own; anything else a
+//! dropped leader started goes to a task, with what is queued behind it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -153,7 +155,15 @@ struct State {
     spare: Vec<Request>,
     /// A batch is in flight: new operations wait for the next one.
     busy: bool,
+    /// A leader's acquire or extend, sent, that its caller stopped waiting
+    /// for (the quorum was decided without this node) while nothing was
+    /// queued behind it. The next caller finishes it before its own call:
+    /// cheaper than a task per lock and node. Set only while `busy`.
+    abandoned: Option<Call>,
 }
+
+/// A node call as a leader or a task makes it.
+type Call = Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>;
 
 impl Queue {
     pub fn new(client: Client, script: Script) -> Arc<Queue> {
@@ -169,25 +179,30 @@ impl Queue {
     pub async fn run(self: &Arc<Self>, op: Op) -> NodeResult<i64> {
         let turn = {
             let mut state = self.lock();
-            if std::mem::replace(&mut state.busy, true) {
+            if !std::mem::replace(&mut state.busy, true) {
+                Turn::Lead(op, None)
+            } else if let Some(abandoned) = state.abandoned.take() {
+                Turn::Lead(op, Some(abandoned))
+            } else {
                 let (reply, answer) = oneshot::channel();
                 state.pending.push(Request { op, reply });
                 Turn::Wait(answer)
-            } else {
-                Turn::Lead(op)
             }
         };
-        let op = match turn {
+        let (op, abandoned) = match turn {
             Turn::Wait(answer) => {
                 return answer
                     .await
                     .unwrap_or_else(|_| Err("the node's queue dropped the operation".to_owned()))
             }
-            Turn::Lead(op) => op,
+            Turn::Lead(op, abandoned) => (op, abandoned),
         };
         let mut in_flight = InFlight {
             queue: self.clone(),
-            call: Some(Box::pin(self.clone().exchange_one(op))),
+            earlier: abandoned,
+            must_run: op.must_run(),
+            op: Some(op),
+            call: None,
         };
         let result = in_flight.finish().await;
         // Operations queued meanwhile go out from a task, so this caller goes on.
@@ -296,24 +311,43 @@ async fn bounded<T>(call: impl Future<Output = NodeResult<T>>) -> NodeResult<T> 
         .unwrap_or_else(|_| Err(format!("no answer within {BATCH_TIMEOUT:?}")))
 }
 
-/// Whose turn it is to send: the caller's own, or a batch's.
+/// Whose turn it is to send: the caller's own (after an abandoned call, if
+/// any), or a batch's.
 enum Turn {
-    Lead(Op),
+    Lead(Op, Option<Call>),
     Wait(oneshot::Receiver<NodeResult<i64>>),
 }
 
-/// The call a leader is making: if the leader is dropped first (its caller
-/// gave up, or the quorum was decided without this node), a task finishes
-/// it and sends what was queued behind it, so the operation still runs, no
-/// caller waits forever, and the queue keeps moving.
+/// A leader's turn: an abandoned call to finish first, then its own.
+///
+/// If the leader is dropped first (its caller gave up, or the quorum was
+/// decided without this node), what it started is finished: an acquire or
+/// extend already sent, with nothing queued behind it, is left for the next
+/// caller (see [`State::abandoned`]); anything else goes to a task, which
+/// also sends what is queued behind it. So a release always runs, no caller
+/// waits forever, and the queue keeps moving. An acquire or extend not yet
+/// sent is dropped, as a queued one is.
 struct InFlight {
     queue: Arc<Queue>,
-    call: Option<Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>>,
+    earlier: Option<Call>,
+    op: Option<Op>,
+    /// Whether `op` must run (see [`Op::must_run`]).
+    must_run: bool,
+    /// `op`'s call, once sent.
+    call: Option<Call>,
 }
 
 impl InFlight {
-    /// Waits for the call's result; after it, dropping `self` does nothing.
+    /// Finishes the earlier call, then makes this one and returns its
+    /// result; after it, dropping `self` does nothing.
     async fn finish(&mut self) -> NodeResult<i64> {
+        if let Some(earlier) = self.earlier.as_mut() {
+            let _ = earlier.await;
+            self.earlier = None;
+        }
+        if let Some(op) = self.op.take() {
+            self.call = Some(Box::pin(self.queue.clone().exchange_one(op)));
+        }
         let Some(call) = self.call.as_mut() else {
             return Err("the call was already answered".to_owned());
         };
@@ -325,15 +359,33 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(call) = self.call.take() {
-            let queue = self.queue.clone();
-            tokio::spawn(async move {
-                let _ = bounded(call).await;
-                if let Some(next) = queue.take_batch(Vec::new()) {
-                    queue.drain(next).await;
-                }
-            });
+        let unsent = self.op.take().filter(Op::must_run);
+        // What was sent, bounded: the earlier call is already.
+        let (sent, must_run): (Option<Call>, bool) = match (self.earlier.take(), self.call.take()) {
+            (Some(earlier), _) => (Some(earlier), false),
+            (None, Some(call)) => (Some(Box::pin(bounded(call))), self.must_run),
+            (None, None) if unsent.is_none() => return,
+            (None, None) => (None, true),
+        };
+        if sent.is_some() && !must_run && unsent.is_none() {
+            let mut state = self.queue.lock();
+            if state.pending.is_empty() {
+                state.abandoned = sent;
+                return;
+            }
         }
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            if let Some(sent) = sent {
+                let _ = sent.await;
+            }
+            if let Some(op) = unsent {
+                let _ = bounded(queue.clone().exchange_one(op)).await;
+            }
+            if let Some(next) = queue.take_batch(Vec::new()) {
+                queue.drain(next).await;
+            }
+        });
     }
 }
 
