@@ -143,9 +143,16 @@ struct Request {
 
 /// The queue of one node.
 pub(crate) struct Queue {
+    link: Arc<Link>,
+    state: Mutex<State>,
+}
+
+/// The node's connection and the lock script: what a call needs. Calls hold
+/// it rather than the queue, so an abandoned call kept in the queue's state
+/// makes no reference cycle, and the queue goes with its engine.
+struct Link {
     client: Client,
     script: Script,
-    state: Mutex<State>,
 }
 
 #[derive(Default)]
@@ -168,8 +175,7 @@ type Call = Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>;
 impl Queue {
     pub fn new(client: Client, script: Script) -> Arc<Queue> {
         Arc::new(Queue {
-            client,
-            script,
+            link: Arc::new(Link { client, script }),
             state: Mutex::new(State::default()),
         })
     }
@@ -253,7 +259,8 @@ impl Queue {
 
     /// Sends `batch` and answers its callers; returns the emptied vector.
     async fn exchange(self: Arc<Self>, mut batch: Vec<Request>) -> Vec<Request> {
-        let results = match bounded(self.call(batch.iter().map(|r| &r.op), false)).await {
+        let calls = batch.iter().map(|r| &r.op);
+        let results = match bounded(self.link.call(calls, false)).await {
             // The script answers a batch of one with its bare result.
             Ok(result) if batch.len() == 1 && !matches!(result, Value::Array(_)) => {
                 Ok(vec![result])
@@ -276,7 +283,9 @@ impl Queue {
         }
         batch
     }
+}
 
+impl Link {
     /// Sends `op` alone and returns its result.
     async fn exchange_one(self: Arc<Self>, op: Op) -> NodeResult<i64> {
         parse(self.call(std::iter::once(&op), op.goes_bare()).await?)
@@ -346,7 +355,7 @@ impl InFlight {
             self.earlier = None;
         }
         if let Some(op) = self.op.take() {
-            self.call = Some(Box::pin(self.queue.clone().exchange_one(op)));
+            self.call = Some(Box::pin(self.queue.link.clone().exchange_one(op)));
         }
         let Some(call) = self.call.as_mut() else {
             return Err("the call was already answered".to_owned());
@@ -380,7 +389,7 @@ impl Drop for InFlight {
                 let _ = sent.await;
             }
             if let Some(op) = unsent {
-                let _ = bounded(queue.clone().exchange_one(op)).await;
+                let _ = bounded(queue.link.clone().exchange_one(op)).await;
             }
             if let Some(next) = queue.take_batch(Vec::new()) {
                 queue.drain(next).await;
@@ -429,6 +438,21 @@ mod tests {
             .iter()
             .map(|v| v.as_string().unwrap_or_default())
             .collect()
+    }
+
+    #[test]
+    fn an_abandoned_call_does_not_keep_its_queue_alive() {
+        let queue = Queue::new(Client::default(), Script::from_lua("return 0"));
+        let op = Op::Release {
+            keys: LockKeys::new("p:", &["a"], true).unwrap(),
+            value: Value::from("v"),
+            announce: true,
+        };
+        let call = queue.link.clone().exchange_one(op);
+        queue.lock().abandoned = Some(Box::pin(bounded(call)));
+        let gone = Arc::downgrade(&queue);
+        drop(queue);
+        assert!(gone.upgrade().is_none(), "the queue outlived its engine");
     }
 
     #[test]
