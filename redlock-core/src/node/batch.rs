@@ -222,7 +222,7 @@ impl Queue {
     /// queue is idle (run by a task).
     async fn drain(self: Arc<Self>, mut batch: Vec<Request>) {
         loop {
-            let emptied = self.clone().exchange(batch).await;
+            let emptied = self.exchange(batch).await;
             match self.take_batch(emptied) {
                 Some(next) => batch = next,
                 None => return,
@@ -258,7 +258,7 @@ impl Queue {
     }
 
     /// Sends `batch` and answers its callers; returns the emptied vector.
-    async fn exchange(self: Arc<Self>, mut batch: Vec<Request>) -> Vec<Request> {
+    async fn exchange(&self, mut batch: Vec<Request>) -> Vec<Request> {
         let calls = batch.iter().map(|r| &r.op);
         let results = match bounded(self.link.call(calls, false)).await {
             // The script answers a batch of one with its bare result.
