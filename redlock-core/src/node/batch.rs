@@ -13,6 +13,7 @@
 //! call for the next caller to finish before its own; anything else a
 //! dropped leader started goes to a task, with what is queued behind it.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -157,8 +158,10 @@ struct Link {
 
 #[derive(Default)]
 struct State {
-    pending: Vec<Request>,
-    /// The last batch's emptied vector, the next `pending` (saves an allocation per batch).
+    /// Waiting for a batch, in arrival order.
+    pending: VecDeque<Request>,
+    /// The last batch's emptied vector, the next batch's (saves an
+    /// allocation per batch).
     spare: Vec<Request>,
     /// A batch is in flight: new operations wait for the next one.
     busy: bool,
@@ -191,7 +194,7 @@ impl Queue {
                 Turn::Lead(op, Some(abandoned))
             } else {
                 let (reply, answer) = oneshot::channel();
-                state.pending.push(Request { op, reply });
+                state.pending.push_back(Request { op, reply });
                 Turn::Wait(answer)
             }
         };
@@ -234,25 +237,33 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next batch, or `None` (and the queue idle) when nothing is pending.
-    /// `emptied` is the vector of the batch just answered, kept for reuse.
+    /// The next batch: the first [`MAX_BATCH`] operations still wanted, or
+    /// `None` (and the queue idle) when none is pending. `emptied` is the
+    /// vector of the batch just answered, kept for reuse.
     fn take_batch(&self, emptied: Vec<Request>) -> Option<Vec<Request>> {
         let mut state = self.lock();
-        if emptied.capacity() > state.spare.capacity() {
-            state.spare = emptied;
+        let mut batch = if emptied.capacity() > state.spare.capacity() {
+            emptied
+        } else {
+            std::mem::take(&mut state.spare)
+        };
+        while batch.len() < MAX_BATCH {
+            let Some(request) = state.pending.pop_front() else {
+                break;
+            };
+            // An acquire or extend nobody waits for any more is not sent at all.
+            if request.op.must_run() || !request.reply.is_closed() {
+                batch.push(request);
+            }
         }
-        // An acquire or extend nobody waits for any more is not sent at all.
-        state
-            .pending
-            .retain(|r| r.op.must_run() || !r.reply.is_closed());
-        if state.pending.is_empty() {
+        if state.pending.is_empty() && state.pending.capacity() > MAX_BATCH {
+            // A burst is over: give its memory back.
+            state.pending = VecDeque::new();
+        }
+        if batch.is_empty() {
             state.busy = false;
+            state.spare = batch;
             return None;
-        }
-        let spare = std::mem::take(&mut state.spare);
-        let mut batch = std::mem::replace(&mut state.pending, spare);
-        if batch.len() > MAX_BATCH {
-            state.pending = batch.split_off(MAX_BATCH);
         }
         Some(batch)
     }
