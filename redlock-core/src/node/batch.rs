@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use fred::clients::Client;
@@ -183,42 +184,27 @@ impl Queue {
         })
     }
 
-    /// Runs `op` on the node: at once if no batch is in flight, else in the
-    /// next batch. It is on its way once this is first polled.
-    pub async fn run(self: &Arc<Self>, op: Op) -> NodeResult<i64> {
-        let turn = {
-            let mut state = self.lock();
-            if !std::mem::replace(&mut state.busy, true) {
-                Turn::Lead(op, None)
-            } else if let Some(abandoned) = state.abandoned.take() {
-                Turn::Lead(op, Some(abandoned))
-            } else {
-                let (reply, answer) = oneshot::channel();
-                state.pending.push_back(Request { op, reply });
-                Turn::Wait(answer)
-            }
+    /// Puts `op` on its way to the node: at once if no batch is in flight,
+    /// else in the next batch. It is on its way even if the returned future
+    /// is never polled.
+    pub fn run(self: &Arc<Self>, op: Op) -> Turn {
+        let mut state = self.lock();
+        let earlier = if !std::mem::replace(&mut state.busy, true) {
+            None
+        } else if let Some(abandoned) = state.abandoned.take() {
+            Some(abandoned)
+        } else {
+            let (reply, answer) = oneshot::channel();
+            state.pending.push_back(Request { op, reply });
+            return Turn::Wait(answer);
         };
-        let (op, abandoned) = match turn {
-            Turn::Wait(answer) => {
-                return answer
-                    .await
-                    .unwrap_or_else(|_| Err("the node's queue dropped the operation".to_owned()))
-            }
-            Turn::Lead(op, abandoned) => (op, abandoned),
-        };
-        let mut in_flight = InFlight {
+        Turn::Lead(InFlight {
             queue: self.clone(),
-            earlier: abandoned,
+            earlier,
             must_run: op.must_run(),
             op: Some(op),
             call: None,
-        };
-        let result = in_flight.finish().await;
-        // Operations queued meanwhile go out from a task, so this caller goes on.
-        if let Some(next) = self.take_batch(Vec::new()) {
-            tokio::spawn(self.clone().drain(next));
-        }
-        result
+        })
     }
 
     /// Sends `batch`, then whatever is queued, batch after batch, until the
@@ -331,11 +317,27 @@ async fn bounded<T>(call: impl Future<Output = NodeResult<T>>) -> NodeResult<T> 
         .unwrap_or_else(|_| Err(format!("no answer within {BATCH_TIMEOUT:?}")))
 }
 
-/// Whose turn it is to send: the caller's own (after an abandoned call, if
-/// any), or a batch's.
-enum Turn {
-    Lead(Op, Option<Call>),
+/// One operation's way through the queue, as a future of its result:
+/// written by hand, so that the many of them in flight at once (one per
+/// lock and node) are small.
+pub(crate) enum Turn {
+    /// The caller sends it, after an abandoned call if there is one.
+    Lead(InFlight),
+    /// It waits in the queue for a batch.
     Wait(oneshot::Receiver<NodeResult<i64>>),
+}
+
+impl Future for Turn {
+    type Output = NodeResult<i64>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Turn::Lead(in_flight) => Pin::new(in_flight).poll(cx),
+            Turn::Wait(answer) => Pin::new(answer).poll(cx).map(|answer| {
+                answer.unwrap_or_else(|_| Err("the node's queue dropped the operation".to_owned()))
+            }),
+        }
+    }
 }
 
 /// A leader's turn: an abandoned call to finish first, then its own.
@@ -347,7 +349,7 @@ enum Turn {
 /// also sends what is queued behind it. So a release always runs, no caller
 /// waits forever, and the queue keeps moving. An acquire or extend not yet
 /// sent is dropped, as a queued one is.
-struct InFlight {
+pub(crate) struct InFlight {
     queue: Arc<Queue>,
     earlier: Option<Call>,
     op: Option<Op>,
@@ -357,23 +359,30 @@ struct InFlight {
     call: Option<Call>,
 }
 
-impl InFlight {
+impl Future for InFlight {
+    type Output = NodeResult<i64>;
+
     /// Finishes the earlier call, then makes this one and returns its
     /// result; after it, dropping `self` does nothing.
-    async fn finish(&mut self) -> NodeResult<i64> {
-        if let Some(earlier) = self.earlier.as_mut() {
-            let _ = earlier.await;
-            self.earlier = None;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(earlier) = this.earlier.as_mut() {
+            let _ = ready!(earlier.as_mut().poll(cx));
+            this.earlier = None;
         }
-        if let Some(op) = self.op.take() {
-            self.call = Some(Box::pin(self.queue.link.clone().exchange_one(op)));
+        if let Some(op) = this.op.take() {
+            this.call = Some(Box::pin(this.queue.link.clone().exchange_one(op)));
         }
-        let Some(call) = self.call.as_mut() else {
-            return Err("the call was already answered".to_owned());
+        let Some(call) = this.call.as_mut() else {
+            return Poll::Ready(Err("the call was already answered".to_owned()));
         };
-        let result = call.await;
-        self.call = None;
-        result
+        let result = ready!(call.as_mut().poll(cx));
+        this.call = None;
+        // Operations queued meanwhile go out from a task, so this caller goes on.
+        if let Some(next) = this.queue.take_batch(Vec::new()) {
+            tokio::spawn(this.queue.clone().drain(next));
+        }
+        Poll::Ready(result)
     }
 }
 

@@ -9,7 +9,7 @@ use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
 use std::sync::Arc;
 
-use super::batch::{Op, Queue};
+use super::batch::{Op, Queue, Turn};
 use super::{ConnectSettings, NodeResult};
 use crate::resource::LockKeys;
 use crate::scripts;
@@ -84,63 +84,53 @@ impl RedisNode {
         let _ = self.subscriber.quit().await;
     }
 
-    /// See [`Node::acquire`](super::Node::acquire).
-    pub async fn acquire(
-        &self,
-        keys: &LockKeys,
-        value: &Value,
-        ttl_ms: u64,
-    ) -> NodeResult<Option<u64>> {
-        let token = self
-            .submit(Op::Acquire {
-                keys: keys.clone(),
-                value: value.clone(),
-                ttl_ms,
-            })
-            .await?;
-        Ok(u64::try_from(token).ok())
+    // Each operation is queued when called, and its turn yields the script's
+    // result as a number; `Node` reads it. A lock has a turn in flight per
+    // node, so they are kept small: no async layer here.
+
+    /// See [`Node::acquire`](super::Node::acquire): a token, or -1 when held.
+    pub fn acquire(&self, keys: &LockKeys, value: &Value, ttl_ms: u64) -> NodeResult<Turn> {
+        self.submit(Op::Acquire {
+            keys: keys.clone(),
+            value: value.clone(),
+            ttl_ms,
+        })
     }
 
     /// See [`Node::fence`](super::Node::fence).
-    pub async fn fence(&self, keys: &LockKeys, token: u64) -> NodeResult<()> {
+    pub fn fence(&self, keys: &LockKeys, token: u64) -> NodeResult<Turn> {
         let keys = keys.clone();
-        self.submit(Op::Fence { keys, token }).await.map(drop)
+        self.submit(Op::Fence { keys, token })
     }
 
-    /// See [`Node::extend`](super::Node::extend).
-    pub async fn extend(&self, keys: &LockKeys, value: &Value, ttl_ms: u64) -> NodeResult<bool> {
-        let extended = self
-            .submit(Op::Extend {
-                keys: keys.clone(),
-                value: value.clone(),
-                ttl_ms,
-            })
-            .await?;
-        Ok(extended == 1)
+    /// See [`Node::extend`](super::Node::extend): 1 when extended.
+    pub fn extend(&self, keys: &LockKeys, value: &Value, ttl_ms: u64) -> NodeResult<Turn> {
+        self.submit(Op::Extend {
+            keys: keys.clone(),
+            value: value.clone(),
+            ttl_ms,
+        })
     }
 
-    /// See [`Node::release`](super::Node::release).
-    pub async fn release(&self, keys: &LockKeys, value: &Value, announce: bool) -> NodeResult<u64> {
-        let deleted = self
-            .submit(Op::Release {
-                keys: keys.clone(),
-                value: value.clone(),
-                announce,
-            })
-            .await?;
-        Ok(deleted.max(0) as u64)
+    /// See [`Node::release`](super::Node::release): how many keys it deleted.
+    pub fn release(&self, keys: &LockKeys, value: &Value, announce: bool) -> NodeResult<Turn> {
+        self.submit(Op::Release {
+            keys: keys.clone(),
+            value: value.clone(),
+            announce,
+        })
     }
 
-    /// Queues one operation and waits for its result. The operation is
-    /// queued at the first poll, so it runs even if the caller stops waiting.
-    async fn submit(&self, op: Op) -> NodeResult<i64> {
+    /// Queues one operation; the returned turn yields its result. Once
+    /// queued, it runs even if the caller stops waiting.
+    fn submit(&self, op: Op) -> NodeResult<Turn> {
         // A node that is reconnecting cannot answer in time: an acquire or
         // extend fails at once. A release or fence is queued all the same, so
         // that it follows the acquire it undoes once the client reconnects.
         if !op.must_run() && !self.client.is_connected() {
             return Err("not connected (reconnecting)".to_owned());
         }
-        self.queue.run(op).await
+        Ok(self.queue.run(op))
     }
 }
 
