@@ -43,6 +43,7 @@ pub async fn held_many(n: usize, count: usize, duration: Duration) {
     tokio::time::sleep(duration).await;
     let after = script_calls(&nodes).await;
     let rss_during = rss_mb();
+    let rss_peak = status_mb("VmHWM:");
     stop_tx.send(true).unwrap();
     let mut lost = 0;
     for task in tasks {
@@ -60,7 +61,8 @@ pub async fn held_many(n: usize, count: usize, duration: Duration) {
         .collect();
     println!(
         "held-many N={n}: {count} locks, TTL {HELD_TTL:?}, held {duration:?}: script calls/s per node [{}] \
-         (unbatched would be {:.0}/s), RSS {rss_before:.1} MB -> {rss_during:.1} MB, lost locks: {lost}",
+         (unbatched would be {:.0}/s), RSS {rss_before:.1} MB -> {rss_during:.1} MB \
+         (process peak {rss_peak:.1} MB), lost locks: {lost}",
         per_node.join(", "),
         count as f64 / (HELD_TTL.as_secs_f64() / 2.0),
     );
@@ -87,11 +89,16 @@ async fn script_calls(nodes: &crate::support::Nodes) -> Vec<u64> {
 
 /// The resident set size of this process, in MB.
 fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+/// A size field of `/proc/self/status` (e.g. `VmHWM:`, the peak RSS), in MB.
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
