@@ -55,7 +55,7 @@ impl LockContext {
 
     /// The resources held.
     pub fn resources(&self) -> &[String] {
-        &self.held.resources
+        self.held.resources()
     }
 
     /// The Redis keys held, one per resource.
@@ -71,7 +71,7 @@ impl LockContext {
 impl fmt::Debug for LockContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockContext")
-            .field("resources", &self.held.resources)
+            .field("resources", &self.held.resources())
             .field("validity", &self.validity())
             .field("lost", &self.is_lost())
             .finish()

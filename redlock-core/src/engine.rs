@@ -183,8 +183,7 @@ impl Redlock {
             (settings, prefix)
         };
         let keys = LockKeys::new(&prefix, resources, settings.fencing)?;
-        let resources = resources.iter().map(|r| (*r).to_owned()).collect();
-        acquire(&self.inner, resources, keys, settings).await
+        acquire(&self.inner, keys, settings).await
     }
 
     /// The Redis key of `resource` under `instance` (default `~`): `redlock_{app}:{instance}:{resource}`.
@@ -192,8 +191,8 @@ impl Redlock {
         let instance = instance.unwrap_or(crate::options::DEFAULT_INSTANCE);
         resource::check_segment("instance", instance)?;
         let prefix = resource::key_prefix(&self.inner.app, instance);
-        resource::check_resources(&[resource])?;
-        Ok(resource::lock_key(&prefix, resource))
+        let keys = LockKeys::new(&prefix, &[resource], false)?;
+        Ok(String::from_utf8_lossy(keys.locks()[0].as_bytes()).into_owned())
     }
 
     /// How many nodes must agree: N/2 + 1.
@@ -219,12 +218,7 @@ impl Redlock {
 
 /// The Redlock acquisition loop: attempts until a quorum grants a lock with
 /// positive validity, the wait bound passes, or the nodes stay unreachable.
-async fn acquire(
-    engine: &Arc<Inner>,
-    resources: Vec<String>,
-    keys: LockKeys,
-    settings: Settings,
-) -> Result<Lock> {
+async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Result<Lock> {
     let nodes = &engine.nodes;
     let started = Instant::now();
     let give_up_at = settings.wait.and_then(|wait| started.checked_add(wait));
@@ -278,15 +272,7 @@ async fn acquire(
         let valid = settings.lease.validity(attempt_start.elapsed()).is_some();
         if let (Some(token), true) = (token, valid) {
             let deadline = attempt_start + settings.lease.ttl - settings.lease.drift;
-            let held = Held::new(
-                engine.clone(),
-                resources,
-                keys,
-                value,
-                settings,
-                token,
-                deadline,
-            );
+            let held = Held::new(engine.clone(), keys, value, settings, token, deadline);
             return Ok(Lock::new(held));
         }
         // A failed attempt leaves nothing behind: every node that may hold our
@@ -309,14 +295,14 @@ async fn acquire(
             let votes = quorum::named(nodes, votes);
             return Err(if reachable {
                 Error::NotAcquired {
-                    resources,
+                    resources: keys.resources(),
                     waited: now - started,
                     attempts,
                     votes,
                 }
             } else {
                 Error::QuorumUnreachable {
-                    resources,
+                    resources: keys.resources(),
                     quorum: engine.quorum,
                     nodes: nodes.len(),
                     answered: tally.answered,
@@ -412,7 +398,7 @@ where
                 biased;
                 value = work => Ok(value),
                 () = held.lost() => Err(Error::LockLost {
-                    resources: held.resources.clone(),
+                    resources: held.resources().to_vec(),
                     reason: "its validity ran out before an extension succeeded".to_owned(),
                 }),
             }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use fred::types::Value;
@@ -19,7 +19,8 @@ use crate::resource::LockKeys;
 /// The state of one held lock, shared by its guard, its contexts and the extension schedule.
 pub(crate) struct Held {
     pub engine: Arc<Inner>,
-    pub resources: Vec<String>,
+    /// Read back from `keys` when first asked for (errors, display).
+    resources: OnceLock<Vec<String>>,
     pub keys: LockKeys,
     pub value: Value,
     pub settings: Settings,
@@ -35,7 +36,6 @@ pub(crate) struct Held {
 impl Held {
     pub fn new(
         engine: Arc<Inner>,
-        resources: Vec<String>,
         keys: LockKeys,
         value: Value,
         settings: Settings,
@@ -44,7 +44,7 @@ impl Held {
     ) -> Held {
         Held {
             engine,
-            resources,
+            resources: OnceLock::new(),
             keys,
             value,
             settings,
@@ -54,6 +54,11 @@ impl Held {
             lost_signal: Notify::new(),
             released: AtomicBool::new(false),
         }
+    }
+
+    /// The resources held.
+    pub fn resources(&self) -> &[String] {
+        self.resources.get_or_init(|| self.keys.resources())
     }
 
     pub fn deadline(&self) -> Instant {
@@ -99,7 +104,7 @@ impl Held {
     fn lost_error(&self, reason: impl Into<String>) -> Error {
         self.mark_lost();
         Error::LockLost {
-            resources: self.resources.clone(),
+            resources: self.resources().to_vec(),
             reason: reason.into(),
         }
     }
@@ -145,7 +150,7 @@ impl Held {
             return Err(self.lost_error(format!("a majority no longer holds it ({votes})")));
         }
         Err(Error::NotExtended {
-            resources: self.resources.clone(),
+            resources: self.resources().to_vec(),
             validity: self.validity(),
             votes: quorum::named(nodes, votes),
         })
@@ -177,7 +182,7 @@ impl Held {
             return Ok(());
         }
         Err(Error::QuorumUnreachable {
-            resources: self.resources.clone(),
+            resources: self.resources().to_vec(),
             quorum: self.engine.quorum,
             nodes: nodes.len(),
             answered: tally.answered,
@@ -208,7 +213,7 @@ impl Lock {
 
     /// The resources this lock holds.
     pub fn resources(&self) -> &[String] {
-        &self.held.resources
+        self.held.resources()
     }
 
     /// Time left before the lock may expire on the nodes (zero once lost).
@@ -272,7 +277,7 @@ impl fmt::Debug for Lock {
         // The full value would let a reader of the logs release the lock.
         let value = self.held.value.as_str().unwrap_or_default();
         f.debug_struct("Lock")
-            .field("resources", &self.held.resources)
+            .field("resources", &self.held.resources())
             .field("value", &format_args!("{}…", &value[..value.len().min(6)]))
             .field("validity", &self.validity())
             .finish()

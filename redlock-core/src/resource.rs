@@ -4,6 +4,9 @@
 //! `instance` may not contain `:`, so the resource is everything after the
 //! third colon and no two (app, instance, resource) triples share a key.
 
+use fred::bytes::Bytes;
+use fred::types::Key;
+
 use crate::error::{Error, Result};
 
 /// The longest resource name accepted, in bytes.
@@ -107,24 +110,15 @@ pub(crate) fn key_prefix(app: &str, instance: &str) -> String {
     format!("{LOCK_PREFIX}{app}:{instance}:")
 }
 
-/// The lock key of `resource`: `{prefix}{resource}`.
-pub(crate) fn lock_key(prefix: &str, resource: &str) -> String {
-    let mut key = String::with_capacity(prefix.len() + resource.len());
-    key.push_str(prefix);
-    key.push_str(resource);
-    key
-}
-
-/// The fencing counter of `resource`: `redlock-fence_{app}:{instance}:{resource}`
-/// for the lock prefix `redlock_{app}:{instance}:`. Its own prefix keeps it
-/// apart from every lock key, whatever the resource.
-pub(crate) fn fence_key(prefix: &str, resource: &str) -> String {
-    let rest = prefix.strip_prefix(LOCK_PREFIX).unwrap_or(prefix);
-    let mut key = String::with_capacity(FENCE_PREFIX.len() + rest.len() + resource.len());
-    key.push_str(FENCE_PREFIX);
-    key.push_str(rest);
-    key.push_str(resource);
-    key
+/// The prefix of the fencing counters that go with the lock prefix
+/// `redlock_{app}:{instance}:`, as two parts: `redlock-fence_` and
+/// `{app}:{instance}:`. A counter is `redlock-fence_{app}:{instance}:{resource}`:
+/// its own prefix keeps it apart from every lock key, whatever the resource.
+fn fence_prefix(prefix: &str) -> [&str; 2] {
+    [
+        FENCE_PREFIX,
+        prefix.strip_prefix(LOCK_PREFIX).unwrap_or(prefix),
+    ]
 }
 
 /// The keys of one lock: its lock keys, then (when fencing) their counters,
@@ -132,28 +126,59 @@ pub(crate) fn fence_key(prefix: &str, resource: &str) -> String {
 /// that the operation queued for each node costs no copy.
 #[derive(Clone)]
 pub(crate) struct LockKeys {
-    all: std::sync::Arc<[fred::types::Key]>,
+    all: std::sync::Arc<[Key]>,
     locks: usize,
+    /// The length of the lock keys' prefix: what follows it is the resource.
+    prefix_len: usize,
 }
 
 impl LockKeys {
-    /// The keys of `resources` under `prefix`, with fencing counters if `fencing`.
+    /// The keys of `resources` under `prefix`, with fencing counters if
+    /// `fencing`. A lock key is `{prefix}{resource}`.
     pub fn new(prefix: &str, resources: &[&str], fencing: bool) -> Result<LockKeys> {
         check_resources(resources)?;
         let counters = if fencing { resources.len() } else { 0 };
-        // Built straight into the shared list: one allocation per key, and one for the list.
-        let locks = resources.iter().map(|r| lock_key(prefix, r).into());
-        let fences = resources.iter().take(counters);
+        // Each key is its parts, in order; every key shares one buffer holding
+        // them all, so a lock's keys take two allocations (buffer and list),
+        // and cloning a key for a node's call takes none.
+        let lock_parts = resources.iter().map(|r| [prefix, "", *r]);
+        let [fence, rest] = fence_prefix(prefix);
+        let fence_parts = resources.iter().take(counters).map(|r| [fence, rest, *r]);
+        let parts = lock_parts.chain(fence_parts);
+        let len = parts.clone().flatten().map(str::len).sum();
+        let mut text = Vec::with_capacity(len);
+        parts
+            .clone()
+            .flatten()
+            .for_each(|part| text.extend_from_slice(part.as_bytes()));
+        let text = Bytes::from_owner(text);
+        let mut start = 0;
+        let all = parts
+            .map(|key| {
+                let end = start + key.iter().map(|part| part.len()).sum::<usize>();
+                let key = Key::from(text.slice(start..end));
+                start = end;
+                key
+            })
+            .collect();
         Ok(LockKeys {
-            all: locks
-                .chain(fences.map(|r| fence_key(prefix, r).into()))
-                .collect(),
+            all,
             locks: resources.len(),
+            prefix_len: prefix.len(),
         })
     }
 
+    /// The resources, read back from the lock keys (for errors and display:
+    /// a lock keeps no copy of its own).
+    pub fn resources(&self) -> Vec<String> {
+        self.locks()
+            .iter()
+            .map(|key| String::from_utf8_lossy(&key.as_bytes()[self.prefix_len..]).into_owned())
+            .collect()
+    }
+
     /// Lock keys and counters, for the acquire script.
-    pub fn all(&self) -> &[fred::types::Key] {
+    pub fn all(&self) -> &[Key] {
         &self.all
     }
 
@@ -163,12 +188,12 @@ impl LockKeys {
     }
 
     /// The lock keys alone, for extend and release.
-    pub fn locks(&self) -> &[fred::types::Key] {
+    pub fn locks(&self) -> &[Key] {
         &self.all[..self.locks]
     }
 
     /// The fencing counters (empty without fencing).
-    pub fn counters(&self) -> &[fred::types::Key] {
+    pub fn counters(&self) -> &[Key] {
         &self.all[self.locks..]
     }
 }
@@ -209,28 +234,24 @@ mod tests {
     #[test]
     fn keys_follow_vonajs_layout() {
         let prefix = key_prefix("shop", "~");
-        assert_eq!(
-            lock_key(&prefix, "demo-student.user-1"),
-            "redlock_shop:~:demo-student.user-1"
-        );
-        assert_eq!(
-            fence_key(&prefix, "demo-student.user-1"),
-            "redlock-fence_shop:~:demo-student.user-1"
-        );
-        let keys = LockKeys::new(&prefix, &["a", "b"], true).unwrap();
-        let names = |keys: &[fred::types::Key]| -> Vec<String> {
+        let keys = LockKeys::new(&prefix, &["demo-student.user-1", "b"], true).unwrap();
+        let names = |keys: &[Key]| -> Vec<String> {
             keys.iter()
                 .map(|k| k.as_str().unwrap().to_owned())
                 .collect()
         };
         assert_eq!(
             names(keys.locks()),
-            ["redlock_shop:~:a", "redlock_shop:~:b"]
+            ["redlock_shop:~:demo-student.user-1", "redlock_shop:~:b"]
         );
         assert_eq!(
             names(keys.counters()),
-            ["redlock-fence_shop:~:a", "redlock-fence_shop:~:b"]
+            [
+                "redlock-fence_shop:~:demo-student.user-1",
+                "redlock-fence_shop:~:b"
+            ]
         );
+        assert_eq!(keys.resources(), ["demo-student.user-1", "b"]);
         assert!(LockKeys::new(&prefix, &["a"], false)
             .unwrap()
             .counters()
