@@ -177,7 +177,8 @@ impl RedlockBuilder {
             &nodes,
             self.connect_timeout,
             Until::All,
-            |node| async move { node.connect().await.map(|()| (Vote::Granted, 0)) },
+            |node| Box::pin(async move { node.connect().await.map(|()| 1) }),
+            |_| (Vote::Granted, 0),
         )
         .await;
         let quorum = quorum::majority(nodes.len());

@@ -249,15 +249,11 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
             Until::Decided {
                 quorum: engine.quorum,
             },
-            |node| {
-                let (keys, value) = (&keys, &value);
-                async move {
-                    let token = node.acquire(keys, value, ttl_ms).await?;
-                    Ok(match token {
-                        Some(token) => (Vote::Granted, token),
-                        None => (Vote::Held, 0),
-                    })
-                }
+            |node| node.acquire(&keys, &value, ttl_ms),
+            // A token, or -1 when another holds it.
+            |token| match u64::try_from(token) {
+                Ok(token) => (Vote::Granted, token),
+                Err(_) => (Vote::Held, 0),
             },
         )
         .await;
@@ -341,11 +337,13 @@ async fn release_attempt(
     value: &fred::types::Value,
     timeout: Duration,
 ) {
-    fan_out(nodes, timeout, Until::All, |node| async move {
-        node.release(keys, value, false)
-            .await
-            .map(|_| (Vote::Granted, 0))
-    })
+    fan_out(
+        nodes,
+        timeout,
+        Until::All,
+        |node| node.release(keys, value, false),
+        |_| (Vote::Granted, 0),
+    )
     .await;
 }
 
@@ -370,7 +368,8 @@ async fn settle_token(
         Until::Decided {
             quorum: engine.quorum,
         },
-        |node| async move { node.fence(keys, token).await.map(|()| (Vote::Granted, 0)) },
+        |node| node.fence(keys, token),
+        |_| (Vote::Granted, 0),
     )
     .await;
     (quorum::tally(&written).granted >= engine.quorum).then_some(token)

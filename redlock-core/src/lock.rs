@@ -128,10 +128,16 @@ impl Held {
             Until::Decided {
                 quorum: self.engine.quorum,
             },
-            |node| async move {
-                node.extend(&self.keys, &self.value, lease.ttl_ms)
-                    .await
-                    .map(|extended| (if extended { Vote::Granted } else { Vote::Gone }, 0))
+            |node| node.extend(&self.keys, &self.value, lease.ttl_ms),
+            |extended| {
+                (
+                    if extended == 1 {
+                        Vote::Granted
+                    } else {
+                        Vote::Gone
+                    },
+                    0,
+                )
             },
         )
         .await;
@@ -168,12 +174,9 @@ impl Held {
             // Every node, so that when this returns no reachable node still
             // holds the value (a node that crashed with it would bring it back).
             Until::All,
+            |node| node.release(&self.keys, &self.value, true),
             // Deleted or already gone, the node is rid of our value.
-            |node| async move {
-                node.release(&self.keys, &self.value, true)
-                    .await
-                    .map(|_| (Vote::Granted, 0))
-            },
+            |_| (Vote::Granted, 0),
         )
         .await;
         self.engine.wakeup.wake_keys(self.keys.locks(), &self.value);

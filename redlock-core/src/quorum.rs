@@ -26,30 +26,31 @@ pub(crate) enum Until {
 /// for acquire; 0 when there is none).
 pub(crate) type Answer = (Vote, u64);
 
-/// Runs `op` on every node at once, all bounded by `timeout`; answers are
-/// in node order. A node still running when the outcome is decided is
-/// `Unanswered`; one still running at the timeout is `TimedOut`.
-pub(crate) async fn fan_out<'a, F, Fut>(
+/// Makes `call` on every node at once, all bounded by `timeout`, and turns
+/// each node's answer into its vote with `read`; votes are in node order.
+/// A node still running when the outcome is decided is `Unanswered`; one
+/// still running at the timeout is `TimedOut`. The calls are `Unpin`, as a
+/// [`NodeCall`](crate::node::NodeCall) is, so a round needs no allocation per node.
+pub(crate) async fn fan_out<'a, C>(
     nodes: &'a [Node],
     timeout: Duration,
     until: Until,
-    op: F,
+    call: impl Fn(&'a Node) -> C,
+    read: impl Fn(i64) -> Answer,
 ) -> Vec<Answer>
 where
-    F: Fn(&'a Node) -> Fut,
-    Fut: Future<Output = NodeResult<Answer>> + 'a,
+    C: Future<Output = NodeResult<i64>> + Unpin,
 {
     // `None` once the node has answered.
-    let mut pending: Vec<Option<Pin<Box<Fut>>>> =
-        nodes.iter().map(|node| Some(Box::pin(op(node)))).collect();
+    let mut pending: Vec<Option<C>> = nodes.iter().map(|node| Some(call(node))).collect();
     let mut votes: Vec<Answer> = vec![(Vote::Unanswered, 0); nodes.len()];
     // One timer for all nodes: they all started now.
     let mut deadline = std::pin::pin!(tokio::time::sleep(timeout));
     poll_fn(|cx| {
         for (vote, slot) in votes.iter_mut().zip(pending.iter_mut()) {
             if let Some(call) = slot {
-                if let Poll::Ready(result) = call.as_mut().poll(cx) {
-                    *vote = result.unwrap_or_else(|reason| (Vote::Failed(reason), 0));
+                if let Poll::Ready(result) = Pin::new(call).poll(cx) {
+                    *vote = result.map_or_else(|reason| (Vote::Failed(reason), 0), &read);
                     *slot = None;
                 }
             }

@@ -85,8 +85,8 @@ impl RedisNode {
     }
 
     // Each operation is queued when called, and its turn yields the script's
-    // result as a number; `Node` reads it. A lock has a turn in flight per
-    // node, so they are kept small: no async layer here.
+    // answer (see `Node`). A lock has a turn in flight per node, so they are
+    // kept small: no async layer here.
 
     /// See [`Node::acquire`](super::Node::acquire): a token, or -1 when held.
     pub fn acquire(&self, keys: &LockKeys, value: &Value, ttl_ms: u64) -> NodeResult<Turn> {
