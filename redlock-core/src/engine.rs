@@ -382,6 +382,30 @@ fn retry_pause(settings: &Settings) -> Duration {
     (settings.retry_delay + Duration::from_nanos(offset)).saturating_sub(settings.retry_jitter)
 }
 
+/// Keeps `held` alive until dropped: on the engine's extension schedule
+/// from when its first extension falls due, so a lock released sooner, the
+/// usual one, never touches the schedule. Completes only if the lock is
+/// lost and its options say to abort.
+async fn keep_alive(held: &Arc<Held>) {
+    let abort = matches!(held.settings.on_loss, OnLoss::Abort);
+    let first_due = held
+        .deadline()
+        .checked_sub(held.settings.lease.ttl / 2)
+        .unwrap_or_else(Instant::now);
+    // Validity cannot run out before the first extension is due; only a
+    // failed manual extension can mark the lock lost meanwhile.
+    tokio::select! {
+        () = held.marked_lost(), if abort => return,
+        () = tokio::time::sleep_until(first_due) => {}
+    }
+    let _extended = held.engine.keep_alive.register(held);
+    if abort {
+        held.lost().await;
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Runs `f` under `lock`, extending it in the background, then releases it.
 async fn run_locked<F, Fut, T>(lock: Lock, f: F) -> Result<T>
 where
@@ -389,22 +413,15 @@ where
     Fut: Future<Output = T>,
 {
     let held = lock.held().clone();
-    let extended = held.engine.keep_alive.register(&held);
     let work = f(lock.context());
-    let outcome = match held.settings.on_loss {
-        OnLoss::Abort => {
-            tokio::select! {
-                biased;
-                value = work => Ok(value),
-                () = held.lost() => Err(Error::LockLost {
-                    resources: held.resources().to_vec(),
-                    reason: "its validity ran out before an extension succeeded".to_owned(),
-                }),
-            }
-        }
-        OnLoss::Continue => Ok(work.await),
+    let outcome = tokio::select! {
+        biased;
+        value = work => Ok(value),
+        () = keep_alive(&held) => Err(Error::LockLost {
+            resources: held.resources().to_vec(),
+            reason: "its validity ran out before an extension succeeded".to_owned(),
+        }),
     };
-    drop(extended);
     // A failed release is not the caller's loss: the keys expire at their TTL.
     let _ = lock.release().await;
     outcome

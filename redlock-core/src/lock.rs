@@ -78,18 +78,22 @@ impl Held {
         self.lost_signal.notify_waiters();
     }
 
+    /// Completes when the lock is marked lost.
+    pub async fn marked_lost(&self) {
+        // Registered before the flag is read, so a mark in between wakes it.
+        let mut marked = std::pin::pin!(self.lost_signal.notified());
+        marked.as_mut().enable();
+        if !self.lost.load(Ordering::Acquire) {
+            marked.await;
+        }
+    }
+
     /// Completes when the lock is lost: marked lost, or its validity ran out.
     pub async fn lost(&self) {
         loop {
-            // Registered before the flag is read, so a mark in between wakes it.
-            let mut marked = std::pin::pin!(self.lost_signal.notified());
-            marked.as_mut().enable();
-            if self.lost.load(Ordering::Acquire) {
-                return;
-            }
             let deadline = self.deadline();
             tokio::select! {
-                () = marked => return,
+                () = self.marked_lost() => return,
                 () = tokio::time::sleep_until(deadline) => {
                     // The deadline may have moved while we slept.
                     if Instant::now() >= self.deadline() {
