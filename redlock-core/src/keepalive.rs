@@ -1,9 +1,11 @@
 //! Automatic extension of a lock while its function runs.
 //!
 //! One task per engine keeps the schedule of every lock it extends and
-//! wakes when the earliest is due, so taking a lock costs an entry in a
-//! map, not a task and a timer of its own. Each extension that falls due
-//! runs as a short task, so a slow node delays no other lock.
+//! wakes when the earliest is due, so a long-held lock costs an entry in a
+//! map, not a task and a timer of its own. A lock joins the schedule when
+//! its first extension falls due (see `engine::keep_alive`): most locks are
+//! released before that and never take the schedule's lock. Each extension
+//! that falls due runs as a short task, so a slow node delays no other lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
