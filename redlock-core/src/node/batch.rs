@@ -184,9 +184,10 @@ impl Queue {
         })
     }
 
-    /// Puts `op` on its way to the node: at once if no batch is in flight,
-    /// else in the next batch. It is on its way even if the returned future
-    /// is never polled.
+    /// Puts `op` on its way to the node: when the returned turn is first
+    /// polled if no batch is in flight, else in the next batch. A release or
+    /// fence goes out even if the turn is dropped; an acquire or extend
+    /// whose turn is dropped before it is sent does not.
     pub fn run(self: &Arc<Self>, op: Op) -> Turn {
         let mut state = self.lock();
         let earlier = if !std::mem::replace(&mut state.busy, true) {
@@ -216,6 +217,14 @@ impl Queue {
                 Some(next) => batch = next,
                 None => return,
             }
+        }
+    }
+
+    /// After a leader's call: operations queued meanwhile go out from a
+    /// task, so the leader goes on; with none, the queue is idle.
+    fn move_on(self: &Arc<Self>) {
+        if let Some(next) = self.take_batch(Vec::new()) {
+            tokio::spawn(self.clone().drain(next));
         }
     }
 
@@ -378,23 +387,29 @@ impl Future for InFlight {
         };
         let result = ready!(call.as_mut().poll(cx));
         this.call = None;
-        // Operations queued meanwhile go out from a task, so this caller goes on.
-        if let Some(next) = this.queue.take_batch(Vec::new()) {
-            tokio::spawn(this.queue.clone().drain(next));
-        }
+        this.queue.move_on();
         Poll::Ready(result)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let unsent = self.op.take().filter(Op::must_run);
+        let op = self.op.take();
+        let sent_nothing = op.is_some() && self.earlier.is_none() && self.call.is_none();
+        let unsent = op.filter(Op::must_run);
         // What was sent, bounded: the earlier call is already.
         let (sent, must_run): (Option<Call>, bool) = match (self.earlier.take(), self.call.take()) {
             (Some(earlier), _) => (Some(earlier), false),
             (None, Some(call)) => (Some(Box::pin(bounded(call))), self.must_run),
-            (None, None) if unsent.is_none() => return,
-            (None, None) => (None, true),
+            (None, None) if unsent.is_some() => (None, true),
+            // Answered: the queue has moved on. Or dropped before it was
+            // first polled, having sent nothing: the queue moves on now.
+            (None, None) => {
+                if sent_nothing {
+                    self.queue.move_on();
+                }
+                return;
+            }
         };
         if sent.is_some() && !must_run && unsent.is_none() {
             let mut state = self.queue.lock();
@@ -458,6 +473,20 @@ mod tests {
             .iter()
             .map(|v| v.as_string().unwrap_or_default())
             .collect()
+    }
+
+    #[test]
+    fn a_turn_dropped_before_it_is_polled_leaves_the_queue_idle() {
+        let queue = Queue::new(Client::default(), Script::from_lua("return 0"));
+        let acquire = Op::Acquire {
+            keys: LockKeys::new("p:", &["a"], true).unwrap(),
+            value: Value::from("v"),
+            ttl_ms: 1,
+        };
+        let turn = queue.run(acquire);
+        assert!(matches!(turn, Turn::Lead(_)) && queue.lock().busy);
+        drop(turn);
+        assert!(!queue.lock().busy, "the next caller would wait forever");
     }
 
     #[test]
