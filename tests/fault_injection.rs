@@ -187,7 +187,10 @@ async fn majority_faults_fail_within_the_wait_bound_and_leave_nothing_locked() {
             .acquire(&["m"], LockOptions::default().wait(ttl * 10))
             .await
             .unwrap_or_else(|e| panic!("{fault:?}: still locked after recovery: {e}"));
-        lock.release().await.unwrap();
+        // Taking it was the point. Its release may miss the 100 ms node
+        // timeout on a loaded machine (seen once in a parallel run); the
+        // keys then expire at their TTL.
+        let _ = lock.release().await;
     }
 }
 
@@ -220,6 +223,15 @@ async fn a_node_restarted_empty_under_a_held_lock() {
     let stolen = try_rival()
         .await
         .expect("the documented unsafe case: a majority lost its data");
+    // The holder's own connections to the restarted nodes must be back for
+    // them to say the lock is gone (a node still reconnecting fails its
+    // vote, and the extension is then merely refused: seen once under load).
+    for node in [0, 1] {
+        cluster
+            .nodes
+            .wait_until_node_takes_part(&holder, node)
+            .await;
+    }
     let err = lock.extend(Duration::from_secs(2)).await.unwrap_err();
     assert!(matches!(err, Error::LockLost { .. }), "{err}");
     assert!(context.is_lost(), "the holder's context is told");
