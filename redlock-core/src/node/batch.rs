@@ -395,22 +395,19 @@ impl Future for InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let op = self.op.take();
-        let sent_nothing = op.is_some() && self.earlier.is_none() && self.call.is_none();
-        let unsent = op.filter(Op::must_run);
         // What was sent, bounded: the earlier call is already.
         let (sent, must_run): (Option<Call>, bool) = match (self.earlier.take(), self.call.take()) {
             (Some(earlier), _) => (Some(earlier), false),
             (None, Some(call)) => (Some(Box::pin(bounded(call))), self.must_run),
-            (None, None) if unsent.is_some() => (None, true),
-            // Answered: the queue has moved on. Or dropped before it was
-            // first polled, having sent nothing: the queue moves on now.
-            (None, None) => {
-                if sent_nothing {
-                    self.queue.move_on();
-                }
-                return;
-            }
+            (None, None) => match &op {
+                // Answered: the queue has moved on.
+                None => return,
+                // Dropped before it was first polled, having sent nothing.
+                Some(op) if !op.must_run() => return self.queue.move_on(),
+                Some(_) => (None, true),
+            },
         };
+        let unsent = op.filter(Op::must_run);
         if sent.is_some() && !must_run && unsent.is_none() {
             let mut state = self.queue.lock();
             if state.pending.is_empty() {
@@ -475,11 +472,20 @@ mod tests {
             .collect()
     }
 
+    /// A queue whose client never connects: for what happens before a call.
+    fn unconnected_queue() -> Arc<Queue> {
+        Queue::new(Client::default(), Script::from_lua("return 0"))
+    }
+
+    fn one_key() -> LockKeys {
+        LockKeys::new("p:", &["a"], true).unwrap()
+    }
+
     #[test]
     fn a_turn_dropped_before_it_is_polled_leaves_the_queue_idle() {
-        let queue = Queue::new(Client::default(), Script::from_lua("return 0"));
+        let queue = unconnected_queue();
         let acquire = Op::Acquire {
-            keys: LockKeys::new("p:", &["a"], true).unwrap(),
+            keys: one_key(),
             value: Value::from("v"),
             ttl_ms: 1,
         };
@@ -491,9 +497,9 @@ mod tests {
 
     #[test]
     fn an_abandoned_call_does_not_keep_its_queue_alive() {
-        let queue = Queue::new(Client::default(), Script::from_lua("return 0"));
+        let queue = unconnected_queue();
         let op = Op::Release {
-            keys: LockKeys::new("p:", &["a"], true).unwrap(),
+            keys: one_key(),
             value: Value::from("v"),
             announce: true,
         };
@@ -506,7 +512,7 @@ mod tests {
 
     #[test]
     fn the_usual_lock_alone_goes_bare_and_anything_else_with_its_head() {
-        let keys = LockKeys::new("p:", &["a"], true).unwrap();
+        let keys = one_key();
         let value = Value::from("v");
         let lone = |op: Op| {
             let bare = op.goes_bare();
@@ -542,7 +548,7 @@ mod tests {
 
     #[test]
     fn a_batch_lays_out_keys_then_each_operations_arguments() {
-        let fenced = LockKeys::new("p:", &["a"], true).unwrap();
+        let fenced = one_key();
         let plain = LockKeys::new("p:", &["b", "c"], false).unwrap();
         let value = Value::from("v");
         let batch = [
