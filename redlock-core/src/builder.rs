@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::engine::{Inner, Redlock};
-use crate::error::{Error, Result, Vote};
+use crate::error::{Error, Result};
 use crate::keepalive::KeepAlive;
 use crate::node::{ConnectSettings, Node};
 use crate::options::{invalid, LockOptions};
@@ -178,7 +178,7 @@ impl RedlockBuilder {
             self.connect_timeout,
             Until::All,
             |node| Box::pin(async move { node.connect().await.map(|()| 1) }),
-            |_| (Vote::Granted, 0),
+            quorum::any_answer,
         )
         .await;
         let quorum = quorum::majority(nodes.len());

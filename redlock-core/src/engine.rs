@@ -9,10 +9,10 @@ use tokio::time::Instant;
 use crate::builder::RedlockBuilder;
 use crate::context::LockContext;
 use crate::error::{Error, Result, Vote};
-use crate::keepalive::KeepAlive;
+use crate::keepalive::{self, KeepAlive};
 use crate::lock::{Held, Lock};
 use crate::node::Node;
-use crate::options::{IsolateOptions, LockOptions, OnLoss, Settings};
+use crate::options::{IsolateOptions, LockOptions, Settings};
 use crate::quorum::{self, fan_out, Until};
 use crate::resource::LockKeys;
 use crate::wakeup::{Wakeup, Watch};
@@ -108,7 +108,7 @@ impl Redlock {
     /// The lock is extended in the background while `f` runs, and released
     /// when `f` ends, returns an error value, or panics. If the lock is lost
     /// meanwhile, `f`'s future is dropped and [`Error::LockLost`] returned
-    /// (unless [`OnLoss::Continue`] is set).
+    /// (unless [`OnLoss::Continue`](crate::OnLoss::Continue) is set).
     pub async fn lock<F, Fut, T>(&self, resource: &str, f: F) -> Result<T>
     where
         F: FnOnce(LockContext) -> Fut,
@@ -342,7 +342,7 @@ async fn release_attempt(
         timeout,
         Until::All,
         |node| node.release(keys, value, false),
-        |_| (Vote::Granted, 0),
+        quorum::any_answer,
     )
     .await;
 }
@@ -369,7 +369,7 @@ async fn settle_token(
             quorum: engine.quorum,
         },
         |node| node.fence(keys, token),
-        |_| (Vote::Granted, 0),
+        quorum::any_answer,
     )
     .await;
     (quorum::tally(&written).granted >= engine.quorum).then_some(token)
@@ -380,30 +380,6 @@ fn retry_pause(settings: &Settings) -> Duration {
     let jitter = u64::try_from(settings.retry_jitter.as_nanos()).unwrap_or(u64::MAX / 4);
     let offset = value::jitter_nanos(jitter);
     (settings.retry_delay + Duration::from_nanos(offset)).saturating_sub(settings.retry_jitter)
-}
-
-/// Keeps `held` alive until dropped: on the engine's extension schedule
-/// from when its first extension falls due, so a lock released sooner, the
-/// usual one, never touches the schedule. Completes only if the lock is
-/// lost and its options say to abort.
-async fn keep_alive(held: &Arc<Held>) {
-    let abort = matches!(held.settings.on_loss, OnLoss::Abort);
-    let first_due = held
-        .deadline()
-        .checked_sub(held.settings.lease.ttl / 2)
-        .unwrap_or_else(Instant::now);
-    // Validity cannot run out before the first extension is due; only a
-    // failed manual extension can mark the lock lost meanwhile.
-    tokio::select! {
-        () = held.marked_lost(), if abort => return,
-        () = tokio::time::sleep_until(first_due) => {}
-    }
-    let _extended = held.engine.keep_alive.register(held);
-    if abort {
-        held.lost().await;
-    } else {
-        std::future::pending::<()>().await;
-    }
 }
 
 /// Runs `f` under `lock`, extending it in the background, then releases it.
@@ -417,7 +393,7 @@ where
     let outcome = tokio::select! {
         biased;
         value = work => Ok(value),
-        () = keep_alive(&held) => Err(Error::LockLost {
+        () = keepalive::keep(&held) => Err(Error::LockLost {
             resources: held.resources().to_vec(),
             reason: "its validity ran out before an extension succeeded".to_owned(),
         }),

@@ -3,7 +3,7 @@
 //! One task per engine keeps the schedule of every lock it extends and
 //! wakes when the earliest is due, so a long-held lock costs an entry in a
 //! map, not a task and a timer of its own. A lock joins the schedule when
-//! its first extension falls due (see `engine::keep_alive`): most locks are
+//! its first extension falls due (see [`keep`]): most locks are
 //! released before that and never take the schedule's lock. Each extension
 //! that falls due runs as a short task, so a slow node delays no other lock.
 
@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::lock::Held;
+use crate::options::OnLoss;
 
 /// Shortest pause between two failed extension attempts.
 const MIN_RETRY: Duration = Duration::from_millis(1);
@@ -185,6 +186,30 @@ impl KeepAlive {
         if schedule.slots.contains_key(&id) {
             self.put(&mut schedule, id, held);
         }
+    }
+}
+
+/// Keeps `held` alive until dropped: on the engine's extension schedule
+/// from when its first extension falls due, so a lock released sooner, the
+/// usual one, never touches the schedule. Completes only if the lock is
+/// lost and its options say to abort.
+pub(crate) async fn keep(held: &Arc<Held>) {
+    let abort = matches!(held.settings.on_loss, OnLoss::Abort);
+    let first_due = held
+        .deadline()
+        .checked_sub(held.settings.lease.ttl / 2)
+        .unwrap_or_else(Instant::now);
+    // Validity cannot run out before the first extension is due; only a
+    // failed manual extension can mark the lock lost meanwhile.
+    tokio::select! {
+        () = held.marked_lost(), if abort => return,
+        () = tokio::time::sleep_until(first_due) => {}
+    }
+    let _extended = held.engine.keep_alive.register(held);
+    if abort {
+        held.lost().await;
+    } else {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -133,15 +133,9 @@ impl Held {
                 quorum: self.engine.quorum,
             },
             |node| node.extend(&self.keys, &self.value, lease.ttl_ms),
-            |extended| {
-                (
-                    if extended == 1 {
-                        Vote::Granted
-                    } else {
-                        Vote::Gone
-                    },
-                    0,
-                )
+            |extended| match extended {
+                1 => (Vote::Granted, 0),
+                _ => (Vote::Gone, 0),
             },
         )
         .await;
@@ -179,8 +173,7 @@ impl Held {
             // holds the value (a node that crashed with it would bring it back).
             Until::All,
             |node| node.release(&self.keys, &self.value, true),
-            // Deleted or already gone, the node is rid of our value.
-            |_| (Vote::Granted, 0),
+            quorum::any_answer,
         )
         .await;
         self.engine.wakeup.wake_keys(self.keys.locks(), &self.value);

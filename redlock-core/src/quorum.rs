@@ -26,6 +26,12 @@ pub(crate) enum Until {
 /// for acquire; 0 when there is none).
 pub(crate) type Answer = (Vote, u64);
 
+/// The vote of a node whose answer, whatever it is, is a yes (a release:
+/// deleted or already gone, the node is rid of our value; a fence; a connect).
+pub(crate) fn any_answer(_: i64) -> Answer {
+    (Vote::Granted, 0)
+}
+
 /// Makes `call` on every node at once, all bounded by `timeout`, and turns
 /// each node's answer into its vote with `read`; votes are in node order.
 /// A node still running when the outcome is decided is `Unanswered`; one
