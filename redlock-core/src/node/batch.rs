@@ -1,12 +1,16 @@
 //! Coalescing the operations waiting for one Redis node into one script call.
 //!
-//! A caller that finds no batch in flight becomes the leader: it sends its
+//! A caller that finds no call in flight becomes the leader: it sends its
 //! operation as a batch of its own (nothing else is queued while the queue
 //! is idle) and reads the reply itself, with no task hop and no channel on
 //! the uncontended path. Operations queued meanwhile form the next batches,
-//! sent by one task the leader starts when its call is done.
-//! Calls go out one at a time, in queue order, so a release queued after
-//! an acquire always runs after it. An operation is on its way once queued:
+//! sent by a task: at most two calls are in flight, so that the server runs
+//! one while the client reads the other's answers, and while both are out
+//! each batch takes half of what waits, so the two stay even. A batch is
+//! handed to the connection as it is taken, and Redis runs one connection's
+//! calls in order, so a release queued after an acquire always runs after
+//! it (a leader leads only with nothing queued). An operation is on its
+//! way once queued:
 //! a caller that stops waiting (timeout, quorum already decided) cancels
 //! nothing. A leader dropped while its acquire or extend is out, the usual
 //! fate of the last node's call when a quorum answered first, leaves the
@@ -38,6 +42,11 @@ const MAX_BATCH: usize = 256;
 /// the queue). A leader's own call needs no timer: its caller bounds it, and
 /// if the caller gives up, the call is finished by a task, bounded.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At most this many calls in flight per node: while the server runs one,
+/// the next is on its way, so that neither the client nor the server waits
+/// for the other under load.
+const MAX_CALLS: u8 = 2;
 
 /// An operation of the batch script, on a lock's keys (shared, not copied).
 pub(crate) enum Op {
@@ -164,17 +173,23 @@ struct State {
     /// The last batch's emptied vector, the next batch's (saves an
     /// allocation per batch).
     spare: Vec<Request>,
-    /// A batch is in flight: new operations wait for the next one.
-    busy: bool,
+    /// Calls in flight, or about to be (at most [`MAX_CALLS`]). While
+    /// operations are pending, every one of them will take the next batch
+    /// when it is answered.
+    calls: u8,
     /// A leader's acquire or extend, sent, that its caller stopped waiting
     /// for (the quorum was decided without this node) while nothing was
     /// queued behind it. The next caller finishes it before its own call:
-    /// cheaper than a task per lock and node. Set only while `busy`.
+    /// cheaper than a task per lock and node. It keeps its place in `calls`,
+    /// and is set only while nothing is pending.
     abandoned: Option<Call>,
 }
 
 /// A node call as a leader or a task makes it.
 type Call = Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>;
+
+/// A batch's call, answering to the emptied batch.
+type Exchange = Pin<Box<dyn Future<Output = Vec<Request>> + Send>>;
 
 impl Queue {
     pub fn new(client: Client, script: Script) -> Arc<Queue> {
@@ -185,46 +200,70 @@ impl Queue {
     }
 
     /// Puts `op` on its way to the node: when the returned turn is first
-    /// polled if no batch is in flight, else in the next batch. A release or
+    /// polled if no call is in flight, else in a batch. A release or
     /// fence goes out even if the turn is dropped; an acquire or extend
     /// whose turn is dropped before it is sent does not.
     pub fn run(self: &Arc<Self>, op: Op) -> Turn {
         let mut state = self.lock();
-        let earlier = if !std::mem::replace(&mut state.busy, true) {
-            None
-        } else if let Some(abandoned) = state.abandoned.take() {
-            Some(abandoned)
-        } else {
-            let (reply, answer) = oneshot::channel();
-            state.pending.push_back(Request { op, reply });
-            return Turn::Wait(answer);
-        };
-        Turn::Lead(InFlight {
-            queue: self.clone(),
-            earlier,
-            must_run: op.must_run(),
-            op: Some(op),
-            call: None,
-        })
-    }
-
-    /// Sends `batch`, then whatever is queued, batch after batch, until the
-    /// queue is idle (run by a task).
-    async fn drain(self: Arc<Self>, mut batch: Vec<Request>) {
-        loop {
-            let emptied = self.exchange(batch).await;
-            match self.take_batch(emptied) {
-                Some(next) => batch = next,
-                None => return,
+        // A leader never overtakes an operation queued before it.
+        if state.pending.is_empty() && (state.abandoned.is_some() || state.calls == 0) {
+            // An abandoned call passes its place in `calls` on.
+            let earlier = state.abandoned.take();
+            if earlier.is_none() {
+                state.calls = 1;
             }
+            return Turn::Lead(InFlight {
+                queue: self.clone(),
+                earlier,
+                must_run: op.must_run(),
+                op: Some(op),
+                call: None,
+            });
         }
+        let (reply, answer) = oneshot::channel();
+        state.pending.push_back(Request { op, reply });
+        if state.calls < MAX_CALLS {
+            // A task sends it, with whatever queues before the task runs.
+            state.calls += 1;
+            tokio::spawn(self.clone().drain());
+        }
+        Turn::Wait(answer)
     }
 
-    /// After a leader's call: operations queued meanwhile go out from a
-    /// task, so the leader goes on; with none, the queue is idle.
+    /// Sends what is queued, batch after batch, until nothing is (run by a
+    /// task that holds a place in `calls`).
+    async fn drain(self: Arc<Self>) {
+        let mut emptied = Vec::new();
+        let mut exchange: Option<Exchange> = None;
+        std::future::poll_fn(|cx| loop {
+            if let Some(call) = exchange.as_mut() {
+                emptied = ready!(call.as_mut().poll(cx));
+                exchange = None;
+            }
+            let mut state = self.lock();
+            let Some(batch) = self.take_batch(&mut state, std::mem::take(&mut emptied)) else {
+                return Poll::Ready(());
+            };
+            let mut call: Exchange = Box::pin(self.clone().exchange(batch));
+            // Its first poll hands the call to the connection: under the
+            // lock, so batches go out in the order they were taken, and no
+            // leader's call overtakes one taken before it.
+            match call.as_mut().poll(cx) {
+                Poll::Ready(done) => emptied = done,
+                Poll::Pending => exchange = Some(call),
+            }
+        })
+        .await
+    }
+
+    /// After a call: operations queued meanwhile go out from a task, so the
+    /// caller goes on; with none, the call's place is free.
     fn move_on(self: &Arc<Self>) {
-        if let Some(next) = self.take_batch(Vec::new()) {
-            tokio::spawn(self.clone().drain(next));
+        let mut state = self.lock();
+        if state.pending.is_empty() {
+            state.calls -= 1;
+        } else {
+            tokio::spawn(self.clone().drain());
         }
     }
 
@@ -233,16 +272,23 @@ impl Queue {
     }
 
     /// The next batch: the first [`MAX_BATCH`] operations still wanted, or
-    /// `None` (and the queue idle) when none is pending. `emptied` is the
-    /// vector of the batch just answered, kept for reuse.
-    fn take_batch(&self, emptied: Vec<Request>) -> Option<Vec<Request>> {
-        let mut state = self.lock();
+    /// `None` (and the caller's place in `calls` freed) when none is
+    /// pending. `emptied` is the vector of the batch just answered, kept
+    /// for reuse.
+    fn take_batch(&self, state: &mut State, emptied: Vec<Request>) -> Option<Vec<Request>> {
         let mut batch = if emptied.capacity() > state.spare.capacity() {
             emptied
         } else {
             std::mem::take(&mut state.spare)
         };
-        while batch.len() < MAX_BATCH {
+        // While the other call is out, half of what is pending goes now and
+        // half with the other's next batch: two calls of even size overlap.
+        let limit = if state.calls == MAX_CALLS {
+            MAX_BATCH.min(state.pending.len().div_ceil(2))
+        } else {
+            MAX_BATCH
+        };
+        while batch.len() < limit {
             let Some(request) = state.pending.pop_front() else {
                 break;
             };
@@ -256,7 +302,7 @@ impl Queue {
             state.pending = VecDeque::new();
         }
         if batch.is_empty() {
-            state.busy = false;
+            state.calls -= 1;
             state.spare = batch;
             return None;
         }
@@ -264,7 +310,7 @@ impl Queue {
     }
 
     /// Sends `batch` and answers its callers; returns the emptied vector.
-    async fn exchange(&self, mut batch: Vec<Request>) -> Vec<Request> {
+    async fn exchange(self: Arc<Self>, mut batch: Vec<Request>) -> Vec<Request> {
         let calls = batch.iter().map(|r| &r.op);
         let results = match bounded(self.link.call(calls, false)).await {
             // The script answers a batch of one with its bare result.
@@ -410,7 +456,7 @@ impl Drop for InFlight {
         let unsent = op.filter(Op::must_run);
         if sent.is_some() && !must_run && unsent.is_none() {
             let mut state = self.queue.lock();
-            if state.pending.is_empty() {
+            if state.pending.is_empty() && state.abandoned.is_none() {
                 state.abandoned = sent;
                 return;
             }
@@ -423,9 +469,7 @@ impl Drop for InFlight {
             if let Some(op) = unsent {
                 let _ = bounded(queue.link.clone().exchange_one(op)).await;
             }
-            if let Some(next) = queue.take_batch(Vec::new()) {
-                queue.drain(next).await;
-            }
+            queue.drain().await;
         });
     }
 }
@@ -490,9 +534,9 @@ mod tests {
             ttl_ms: 1,
         };
         let turn = queue.run(acquire);
-        assert!(matches!(turn, Turn::Lead(_)) && queue.lock().busy);
+        assert!(matches!(turn, Turn::Lead(_)) && queue.lock().calls == 1);
         drop(turn);
-        assert!(!queue.lock().busy, "the next caller would wait forever");
+        assert_eq!(queue.lock().calls, 0, "the place would be lost for good");
     }
 
     #[test]
