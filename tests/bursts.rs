@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use fred::prelude::*;
 use fred::types::CustomCommand;
 use redlock::LockOptions;
@@ -20,6 +22,53 @@ async fn a_burst_on_one_node_is_batched_and_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_on_three_nodes_is_batched_and_leaves_nothing_behind() {
     burst(3).await;
+}
+
+/// Callers that stop waiting at every stage of their calls (before a call
+/// is sent, while it is queued, while it is out) must leave every node's
+/// queue moving: afterwards, each resource is taken on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_giving_up_midway_leave_every_queue_moving() {
+    let nodes = Nodes::start(3);
+    let ttl = Duration::from_secs(1);
+    let engine = nodes.engine("t", quick().ttl(ttl)).await;
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let resource = format!("r{task}");
+                let resources = [resource.as_str()];
+                for round in 0..ROUNDS * 4 {
+                    // 0 to 490 µs: from before the first poll to after the answer.
+                    let patience =
+                        Duration::from_micros(((task * 7 + round * 13) % 50) as u64 * 10);
+                    let attempt = engine.acquire(&resources, LockOptions::default());
+                    if let Ok(Ok(lock)) = tokio::time::timeout(patience, attempt).await {
+                        let release = lock.release();
+                        let _ = tokio::time::timeout(patience, release).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    // What the callers left behind expires within the TTL; the wait covers it.
+    for task in 0..TASKS {
+        let resource = format!("r{task}");
+        let key = engine.key(&resource, None).unwrap();
+        let options = LockOptions::default().wait(ttl * 10);
+        let lock = engine.acquire(&[resource.as_str()], options).await.unwrap();
+        let held = nodes.values(&key).await;
+        assert!(
+            held.iter().all(Option::is_some),
+            "{resource} was not taken on every node: {held:?}"
+        );
+        lock.release().await.unwrap();
+    }
 }
 
 /// `TASKS` tasks each take and release a resource of their own `ROUNDS`
