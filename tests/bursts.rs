@@ -4,12 +4,15 @@
 
 mod support;
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::CustomCommand;
 use redlock::LockOptions;
 use support::{quick, Nodes};
+use tokio::time::Instant;
 
 const TASKS: usize = 200;
 const ROUNDS: usize = 5;
@@ -24,9 +27,12 @@ async fn a_burst_on_three_nodes_is_batched_and_leaves_nothing_behind() {
     burst(3).await;
 }
 
-/// Callers that stop waiting at every stage of their calls (before a call
-/// is sent, while it is queued, while it is out) must leave every node's
-/// queue moving: afterwards, each resource is taken on every node.
+/// Callers that stop waiting at every stage of their calls (while queued,
+/// while their call is out, with an abandoned call ahead of theirs) must
+/// leave every node's queue moving: afterwards, once what they left has
+/// expired, each resource is taken on every node. A liveness check under
+/// cancellation; whether a place in a queue leaks on a given path is for
+/// the unit tests, since one leaked place of two does not stop a queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_giving_up_midway_leave_every_queue_moving() {
     let nodes = Nodes::start(3);
@@ -40,13 +46,12 @@ async fn callers_giving_up_midway_leave_every_queue_moving() {
                 let resource = format!("r{task}");
                 let resources = [resource.as_str()];
                 for round in 0..ROUNDS * 4 {
-                    // 0 to 490 µs: from before the first poll to after the answer.
-                    let patience =
-                        Duration::from_micros(((task * 7 + round * 13) % 50) as u64 * 10);
+                    // From right after the first poll to after the answer.
                     let attempt = engine.acquire(&resources, LockOptions::default());
-                    if let Ok(Ok(lock)) = tokio::time::timeout(patience, attempt).await {
-                        let release = lock.release();
-                        let _ = tokio::time::timeout(patience, release).await;
+                    let patience = 1 + (task * 7 + round * 13) % 8;
+                    if let Some(Ok(lock)) = give_up_after(patience, attempt).await {
+                        let patience = 1 + (task * 3 + round * 5) % 4;
+                        give_up_after(patience, lock.release()).await;
                     }
                 }
             })
@@ -56,19 +61,41 @@ async fn callers_giving_up_midway_leave_every_queue_moving() {
         task.await.unwrap();
     }
 
-    // What the callers left behind expires within the TTL; the wait covers it.
+    // A caller that gave up after some nodes said yes left its key there
+    // until the TTL; a queue that stopped moving would never say yes again.
+    let deadline = Instant::now() + ttl * 10;
     for task in 0..TASKS {
         let resource = format!("r{task}");
         let key = engine.key(&resource, None).unwrap();
-        let options = LockOptions::default().wait(ttl * 10);
-        let lock = engine.acquire(&[resource.as_str()], options).await.unwrap();
-        let held = nodes.values(&key).await;
-        assert!(
-            held.iter().all(Option::is_some),
-            "{resource} was not taken on every node: {held:?}"
-        );
-        lock.release().await.unwrap();
+        loop {
+            let options = LockOptions::default().wait(ttl * 10);
+            let lock = engine.acquire(&[resource.as_str()], options).await.unwrap();
+            let held = nodes.values(&key).await;
+            lock.release().await.unwrap();
+            if held.iter().all(Option::is_some) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{resource} is still not taken on every node: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
+}
+
+/// Polls `future` up to `polls` times, yielding to every other task in
+/// between, and drops it if it is not done by then.
+async fn give_up_after<F: Future>(polls: usize, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    for _ in 0..polls {
+        let poll = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+        if let Poll::Ready(output) = poll {
+            return Some(output);
+        }
+        tokio::task::yield_now().await;
+    }
+    None
 }
 
 /// `TASKS` tasks each take and release a resource of their own `ROUNDS`
