@@ -546,6 +546,61 @@ mod tests {
         assert_eq!(queue.lock().calls, 0, "the place would be lost for good");
     }
 
+    /// Polls `turn` once: a leader's first poll sends its call, which an
+    /// unconnected client never answers.
+    async fn send(turn: &mut Turn) {
+        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *turn).poll(cx))).await;
+        assert!(first.is_pending(), "{first:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_acquire_passes_its_place_to_the_next_caller() {
+        let queue = unconnected_queue();
+        let acquire = || Op::Acquire {
+            keys: one_key(),
+            value: Value::from("v"),
+            ttl_ms: 1,
+        };
+        let mut turn = queue.run(acquire());
+        send(&mut turn).await;
+        drop(turn);
+        assert!(queue.lock().abandoned.is_some() && queue.lock().calls == 1);
+        let next = queue.run(acquire());
+        assert!(matches!(
+            &next,
+            Turn::Lead(InFlight {
+                earlier: Some(_),
+                ..
+            })
+        ));
+        assert_eq!(
+            queue.lock().calls,
+            1,
+            "still one call out: the abandoned one"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_dropped_with_its_call_out_gives_its_place_back() {
+        let queue = unconnected_queue();
+        let mut turn = queue.run(Op::Release {
+            keys: one_key(),
+            value: Value::from("v"),
+            announce: true,
+        });
+        send(&mut turn).await;
+        drop(turn);
+        assert_eq!(queue.lock().calls, 1, "a task finishes the release");
+        // The task's wait is bounded; paused time runs through it.
+        for _ in 0..10 {
+            tokio::time::sleep(BATCH_TIMEOUT).await;
+            if queue.lock().calls == 0 {
+                return;
+            }
+        }
+        panic!("the dropped leader's place was never given back");
+    }
+
     #[test]
     fn an_abandoned_call_does_not_keep_its_queue_alive() {
         let queue = unconnected_queue();
