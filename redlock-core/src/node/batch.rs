@@ -564,7 +564,10 @@ mod tests {
         let mut turn = queue.run(acquire());
         send(&mut turn).await;
         drop(turn);
-        assert!(queue.lock().abandoned.is_some() && queue.lock().calls == 1);
+        {
+            let state = queue.lock();
+            assert!(state.abandoned.is_some() && state.calls == 1);
+        }
         let next = queue.run(acquire());
         assert!(matches!(
             &next,
