@@ -194,7 +194,7 @@ struct State {
 /// A node call as a leader or a task makes it.
 type Call = Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>;
 
-/// A batch's call, answering to the emptied batch.
+/// A batch's call, answering with the emptied batch.
 type Exchange = Pin<Box<dyn Future<Output = Vec<Request>> + Send>>;
 
 impl Queue {
@@ -277,9 +277,10 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next batch: the first [`MAX_BATCH`] operations still wanted, or
-    /// `None` (and the caller's place in `calls` freed) when none is
-    /// pending. `emptied` is the vector of the batch just answered, kept
+    /// The next batch: the first operations still wanted, at most
+    /// [`MAX_BATCH`] (and about half of what waits while the other call is
+    /// out), or `None` (and the caller's place in `calls` freed) when none
+    /// is pending. `emptied` is the vector of the batch just answered, kept
     /// for reuse.
     fn take_batch(&self, state: &mut State, emptied: Vec<Request>) -> Option<Vec<Request>> {
         let mut batch = if emptied.capacity() > state.spare.capacity() {
@@ -532,38 +533,45 @@ mod tests {
         LockKeys::new("p:", &["a"], true).unwrap()
     }
 
-    #[test]
-    fn a_turn_dropped_before_it_is_polled_leaves_the_queue_idle() {
-        let queue = unconnected_queue();
-        let acquire = Op::Acquire {
+    fn acquire() -> Op {
+        Op::Acquire {
             keys: one_key(),
             value: Value::from("v"),
             ttl_ms: 1,
-        };
-        let turn = queue.run(acquire);
+        }
+    }
+
+    fn release() -> Op {
+        Op::Release {
+            keys: one_key(),
+            value: Value::from("v"),
+            announce: true,
+        }
+    }
+
+    #[test]
+    fn a_turn_dropped_before_it_is_polled_leaves_the_queue_idle() {
+        let queue = unconnected_queue();
+        let turn = queue.run(acquire());
         assert!(matches!(turn, Turn::Lead(_)) && queue.lock().calls == 1);
         drop(turn);
         assert_eq!(queue.lock().calls, 0, "the place would be lost for good");
     }
 
-    /// Polls `turn` once: a leader's first poll sends its call, which an
-    /// unconnected client never answers.
-    async fn send(turn: &mut Turn) {
-        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *turn).poll(cx))).await;
+    /// An unconnected queue whose leader sent `op` and was dropped: the
+    /// leader's first poll sends its call, which the client never answers.
+    async fn sent_then_dropped(op: Op) -> Arc<Queue> {
+        let queue = unconnected_queue();
+        let mut turn = queue.run(op);
+        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut turn).poll(cx))).await;
         assert!(first.is_pending(), "{first:?}");
+        drop(turn);
+        queue
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_abandoned_acquire_passes_its_place_to_the_next_caller() {
-        let queue = unconnected_queue();
-        let acquire = || Op::Acquire {
-            keys: one_key(),
-            value: Value::from("v"),
-            ttl_ms: 1,
-        };
-        let mut turn = queue.run(acquire());
-        send(&mut turn).await;
-        drop(turn);
+        let queue = sent_then_dropped(acquire()).await;
         {
             let state = queue.lock();
             assert!(state.abandoned.is_some() && state.calls == 1);
@@ -585,14 +593,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_leader_dropped_with_its_call_out_gives_its_place_back() {
-        let queue = unconnected_queue();
-        let mut turn = queue.run(Op::Release {
-            keys: one_key(),
-            value: Value::from("v"),
-            announce: true,
-        });
-        send(&mut turn).await;
-        drop(turn);
+        let queue = sent_then_dropped(release()).await;
         assert_eq!(queue.lock().calls, 1, "a task finishes the release");
         // The task's wait is bounded; paused time runs through it.
         for _ in 0..10 {
@@ -607,12 +608,7 @@ mod tests {
     #[test]
     fn an_abandoned_call_does_not_keep_its_queue_alive() {
         let queue = unconnected_queue();
-        let op = Op::Release {
-            keys: one_key(),
-            value: Value::from("v"),
-            announce: true,
-        };
-        let call = queue.link.clone().exchange_one(op);
+        let call = queue.link.clone().exchange_one(release());
         queue.lock().abandoned = Some(Box::pin(bounded(call)));
         let gone = Arc::downgrade(&queue);
         drop(queue);
