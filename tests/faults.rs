@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use redlock::{Error, LockOptions, Vote};
-use support::{quick, Nodes};
+use support::{quick, Nodes, RedisServer};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,6 +101,56 @@ async fn a_paused_majority_times_out_and_recovers_after_resume() {
     // Commands the paused nodes queued from failed attempts were followed by
     // their releases: nothing is left locked.
     let key = engine.key("p", None).unwrap();
+    assert_eq!(nodes.values(&key).await, vec![None; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_does_not_wait_for_a_node_that_is_down_and_reaches_it_when_it_returns() {
+    let mut nodes = Nodes {
+        servers: (0..3).map(|_| RedisServer::start_persistent()).collect(),
+    };
+    // A node timeout far above the release's bound below.
+    let node_timeout = Duration::from_secs(30);
+    let options = quick()
+        .ttl(Duration::from_secs(120))
+        .node_timeout(node_timeout);
+    let engine = nodes.engine("t", options.clone()).await;
+    let lock = engine.acquire(&["d"], options.clone()).await.unwrap();
+    nodes.servers[0].kill();
+    // Until the engine has seen the node go, a release may still wait for
+    // it: the probes' own releases (of their failed attempts) wait briefly.
+    let probe = options
+        .clone()
+        .node_timeout(Duration::from_millis(200))
+        .wait(Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let err = engine.acquire(&["d"], probe.clone()).await.unwrap_err();
+        let Error::NotAcquired { votes, .. } = &err else {
+            panic!("the lock is held on the two others: {err}");
+        };
+        if matches!(&votes.0[0].vote, Vote::Failed(reason) if reason.contains("not connected")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine never saw node 0 go: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Two live nodes answer in milliseconds; the client gives up on the
+    // down one after about 10 s, and the node timeout is 30 s.
+    tokio::time::timeout(Duration::from_secs(2), lock.release())
+        .await
+        .expect("the release does not wait for the node that is down")
+        .expect("released on the two others");
+
+    // The node comes back with the lock's key (appendfsync always); the
+    // release it missed is sent once the engine reconnects.
+    let key = engine.key("d", None).unwrap();
+    nodes.servers[0].restart();
+    nodes.wait_until_node_takes_part(&engine, 0).await;
     assert_eq!(nodes.values(&key).await, vec![None; 3]);
 }
 

@@ -124,10 +124,15 @@ impl RedisNode {
     /// Queues one operation; the returned turn yields its result. Once
     /// queued, it runs even if the caller stops waiting.
     fn submit(&self, op: Op) -> NodeResult<Turn> {
-        // A node that is reconnecting cannot answer in time: an acquire or
-        // extend fails at once. A release or fence is queued all the same, so
-        // that it follows the acquire it undoes once the client reconnects.
-        if !op.must_run() && !self.client.is_connected() {
+        // A node that is reconnecting cannot answer in time: the operation
+        // fails at once, so no caller waits out its timeout on a node that is
+        // down (a release waits for every node). A release or fence is still
+        // sent, by dropping its turn, so that it follows the acquire it undoes
+        // once the client reconnects.
+        if !self.client.is_connected() {
+            if op.must_run() {
+                drop(self.queue.run(op));
+            }
             return Err("not connected (reconnecting)".to_owned());
         }
         Ok(self.queue.run(op))
