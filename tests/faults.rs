@@ -155,6 +155,32 @@ async fn a_release_does_not_wait_for_a_node_that_is_down_and_reaches_it_when_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_right_after_a_node_dies_do_not_wait_for_it() {
+    let mut nodes = Nodes::start(3);
+    let options = quick()
+        .ttl(Duration::from_secs(120))
+        .node_timeout(Duration::from_secs(30));
+    let engine = nodes.engine("t", options.clone()).await;
+    let held = engine.acquire(&["e"], options.clone()).await.unwrap();
+    nodes.servers[0].kill();
+    // The client learns of the closed connection from these calls, before
+    // it reports itself disconnected: what follows must not wait for it.
+    let both = async {
+        for round in 0..5 {
+            let lock = engine
+                .acquire(&[&format!("f{round}")], options.clone())
+                .await
+                .expect("two nodes of three grant it");
+            lock.release().await.expect("released on the two others");
+        }
+        held.release().await.expect("released on the two others");
+    };
+    tokio::time::timeout(Duration::from_secs(5), both)
+        .await
+        .expect("no call waited out the 30 s node timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_rejoins() {
     let mut nodes = Nodes::start(3);
     let engine = nodes.engine("t", quick()).await;

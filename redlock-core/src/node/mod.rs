@@ -3,6 +3,7 @@
 //! node stores them.
 
 mod batch;
+mod health;
 mod memory;
 mod redis;
 

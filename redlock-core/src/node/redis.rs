@@ -10,6 +10,7 @@ use fred::types::{Builder, Value};
 use std::sync::Arc;
 
 use super::batch::{Op, Queue, Turn};
+use super::health::Health;
 use super::{ConnectSettings, NodeResult};
 use crate::resource::LockKeys;
 use crate::scripts;
@@ -21,6 +22,8 @@ pub(crate) struct RedisNode {
     pub subscriber: SubscriberClient,
     script: Script,
     queue: Arc<Queue>,
+    /// Whether the connection can carry a call now.
+    health: Health,
 }
 
 impl RedisNode {
@@ -65,12 +68,14 @@ impl RedisNode {
             subscriber,
             script,
             queue,
+            health: Health::new(),
         })
     }
 
     /// Connects, and loads the scripts so the first lock does not pay for it.
     pub async fn connect(&self) -> NodeResult<()> {
         self.client.init().await.map_err(describe)?;
+        self.health.watch(&self.client);
         self.subscriber.init().await.map_err(describe)?;
         // Re-subscribes after a reconnect.
         drop(self.subscriber.manage_subscriptions());
@@ -124,12 +129,12 @@ impl RedisNode {
     /// Queues one operation; the returned turn yields its result. Once
     /// queued, it runs even if the caller stops waiting.
     fn submit(&self, op: Op) -> NodeResult<Turn> {
-        // A node that is reconnecting cannot answer in time: the operation
-        // fails at once, so no caller waits out its timeout on a node that is
-        // down (a release waits for every node). A release or fence is still
-        // sent, by dropping its turn, so that it follows the acquire it undoes
-        // once the client reconnects.
-        if !self.client.is_connected() {
+        // A node whose connection is closed (see `health`) cannot answer in
+        // time: the operation fails at once, so no caller waits out its
+        // timeout on a node that is down (a release waits for every node). A
+        // release or fence is still sent, by dropping its turn, so that it
+        // follows the acquire it undoes once the client reconnects.
+        if !self.health.is_up(&self.client) {
             if op.must_run() {
                 drop(self.queue.run(op));
             }

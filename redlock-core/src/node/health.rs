@@ -1,0 +1,106 @@
+//! Whether a node's connection can carry a call now.
+//!
+//! fred reports a closed connection (`is_connected`) only once its first
+//! attempt to reconnect begins, 20 to 70 ms later with our policy. A call
+//! made in between waits in fred's queue until the client reconnects or the
+//! caller's node timeout runs out, however dead the node is: after a node
+//! dies, the calls made at once (a failed attempt's release, a holder's)
+//! would wait out the timeout. fred announces the closed connection at once
+//! on its error channel, in the task that saw it and before it queues the
+//! reconnection; so a call first reads that channel, without waiting, and
+//! the reconnection channel, so that an error read late, after the client
+//! reconnected, does not count.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fred::clients::Client;
+use fred::error::Error as FredError;
+use fred::interfaces::{ClientLike, EventInterface};
+use fred::types::config::Server;
+use tokio::sync::broadcast::{error::TryRecvError, Receiver};
+
+/// How long a connection error counts if fred neither reports the
+/// connection closed nor announces a reconnection: past its first
+/// reconnection delays.
+const MARK: Duration = Duration::from_secs(1);
+
+/// The state of one node's connection.
+pub(crate) struct Health {
+    /// The client's announcements, once it is connected.
+    events: Mutex<Option<Events>>,
+    /// Where `broken_at` counts from.
+    origin: Instant,
+    /// When the last connection error was read, in milliseconds since
+    /// `origin`, plus one; 0 when there is none to count.
+    broken_at: AtomicU64,
+}
+
+/// What the client announces about its connection.
+struct Events {
+    errors: Receiver<(FredError, Option<Server>)>,
+    reconnections: Receiver<Server>,
+}
+
+impl Health {
+    pub fn new() -> Health {
+        Health {
+            events: Mutex::new(None),
+            origin: Instant::now(),
+            broken_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts reading `client`'s connection errors and reconnections.
+    pub fn watch(&self, client: &Client) {
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(Events {
+            errors: client.error_rx(),
+            reconnections: client.reconnect_rx(),
+        });
+    }
+
+    /// Whether a call made now on `client` can be answered before the client
+    /// reconnects.
+    pub fn is_up(&self, client: &Client) -> bool {
+        if !client.is_connected() {
+            // fred has taken the error in: from now on its state is the truth.
+            self.broken_at.store(0, Ordering::Relaxed);
+            return false;
+        }
+        if let Some(events) = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            let errors = count(&mut events.errors);
+            if count(&mut events.reconnections) > 0 {
+                // Reconnected since the last look. An error read with it
+                // cannot be placed before or after it; fred's state decides.
+                self.broken_at.store(0, Ordering::Relaxed);
+            } else if errors > 0 {
+                self.broken_at.store(self.now(), Ordering::Relaxed);
+            }
+        }
+        let marked = self.broken_at.load(Ordering::Relaxed);
+        marked == 0 || self.now() >= marked.saturating_add(MARK.as_millis() as u64)
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis())
+            .unwrap_or(u64::MAX / 2)
+            .saturating_add(1)
+    }
+}
+
+/// Takes every announcement waiting in `events`, and says how many there were.
+fn count<T: Clone>(events: &mut Receiver<T>) -> usize {
+    let mut seen = 0;
+    loop {
+        match events.try_recv() {
+            Ok(_) | Err(TryRecvError::Lagged(_)) => seen += 1,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return seen,
+        }
+    }
+}
