@@ -117,8 +117,9 @@ async fn a_release_does_not_wait_for_a_node_that_is_down_and_reaches_it_when_it_
     let engine = nodes.engine("t", options.clone()).await;
     let lock = engine.acquire(&["d"], options.clone()).await.unwrap();
     nodes.servers[0].kill();
-    // Until the engine has seen the node go, a release may still wait for
-    // it: the probes' own releases (of their failed attempts) wait briefly.
+    // A call sent before the client saw the connection close may still
+    // wait for the node: the probes' own releases (of their failed
+    // attempts) wait briefly.
     let probe = options
         .clone()
         .node_timeout(Duration::from_millis(200))
