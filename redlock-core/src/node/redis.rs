@@ -134,7 +134,7 @@ impl RedisNode {
         // timeout on a node that is down (a release waits for every node). A
         // release or fence is still sent, by dropping its turn, so that it
         // follows the acquire it undoes once the client reconnects.
-        if !self.health.is_up(&self.client) {
+        if !self.health.is_up(&self.client, op.must_run()) {
             if op.must_run() {
                 drop(self.queue.run(op));
             }
