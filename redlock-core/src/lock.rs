@@ -1,6 +1,7 @@
 //! A held lock: its validity, extension, release, and the guard users hold.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -166,7 +167,7 @@ impl Held {
             return Ok(());
         }
         let nodes = &self.engine.nodes;
-        let votes = fan_out(
+        let mut round = std::pin::pin!(fan_out(
             nodes,
             self.settings.node_timeout,
             // Every node, so that when this returns no reachable node still
@@ -174,9 +175,19 @@ impl Held {
             Until::All,
             |node| node.release(&self.keys, &self.value, true),
             quorum::any_answer,
-        )
+        ));
+        // The round's first poll hands each node its release, and a node runs
+        // its calls in the order they were handed to it: a waiter of this
+        // engine can go now, a round trip sooner, and finds the keys gone.
+        let mut handed_on = false;
+        let votes = std::future::poll_fn(|cx| {
+            let votes = round.as_mut().poll(cx);
+            if !std::mem::replace(&mut handed_on, true) {
+                self.engine.wakeup.wake_keys(self.keys.locks(), &self.value);
+            }
+            votes
+        })
         .await;
-        self.engine.wakeup.wake_keys(self.keys.locks(), &self.value);
         let tally = quorum::tally(&votes);
         if tally.granted >= self.engine.quorum {
             return Ok(());

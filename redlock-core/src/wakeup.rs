@@ -8,9 +8,10 @@
 //! wakes one waiter, the longest waiting, once the lock can be taken: when
 //! a quorum of nodes reported it (the messages carry the released value,
 //! which tells one release from the next), or when this engine's own release
-//! returns, whichever comes first. So a handoff costs one attempt, not one
-//! per waiter with all but one lost, and the attempt does not race the
-//! release on the slower nodes. The jittered retry timer stays as the
+//! is handed to the nodes (a node runs one connection's calls in order, so
+//! the attempt follows the release on every node), whichever comes first.
+//! So a handoff costs one attempt, not one per waiter with all but one lost,
+//! and the attempt does not race the release on the slower nodes. The jittered retry timer stays as the
 //! fallback for missed messages and expired locks.
 
 use std::collections::hash_map::DefaultHasher;
