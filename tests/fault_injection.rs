@@ -14,7 +14,7 @@ use std::time::Duration;
 use redlock::{Error, LockOptions, Redlock};
 use support::checker::{contend, Checker};
 use support::proxy::{Mode, Proxy};
-use support::{quick, Nodes, RedisServer};
+use support::{quick, Nodes};
 use tokio::time::Instant;
 
 /// Three nodes, each behind a proxy.
@@ -27,9 +27,7 @@ impl Cluster {
     /// Nodes that fsync every write, so that a killed node restarts with its
     /// keys, as the fencing claim assumes.
     async fn start() -> Cluster {
-        let nodes = Nodes {
-            servers: (0..3).map(|_| RedisServer::start_persistent()).collect(),
-        };
+        let nodes = Nodes::start_persistent(3);
         let mut proxies = Vec::new();
         for server in &nodes.servers {
             proxies.push(Proxy::start(server.port()).await);

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use redlock::{Error, LockOptions, Vote};
-use support::{quick, Nodes, RedisServer};
+use support::{quick, Nodes};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,9 +106,7 @@ async fn a_paused_majority_times_out_and_recovers_after_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_does_not_wait_for_a_node_that_is_down_and_reaches_it_when_it_returns() {
-    let mut nodes = Nodes {
-        servers: (0..3).map(|_| RedisServer::start_persistent()).collect(),
-    };
+    let mut nodes = Nodes::start_persistent(3);
     // A node timeout far above the release's bound below.
     let node_timeout = Duration::from_secs(30);
     let options = quick()

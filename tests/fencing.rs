@@ -12,13 +12,11 @@ use std::time::Duration;
 use fred::prelude::*;
 use redlock::LockOptions;
 use support::checker::{contend, Checker};
-use support::{quick, Nodes, RedisServer};
+use support::{quick, Nodes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_increase_across_contention_kills_and_restarts() {
-    let mut nodes = Nodes {
-        servers: (0..3).map(|_| RedisServer::start_persistent()).collect(),
-    };
+    let mut nodes = Nodes::start_persistent(3);
     let engines = [
         nodes.engine("t", quick()).await,
         nodes.engine("t", quick()).await,

@@ -231,6 +231,14 @@ impl Nodes {
         }
     }
 
+    /// Starts `n` servers that keep their keys across a kill and restart
+    /// (see [`RedisServer::start_persistent`]).
+    pub fn start_persistent(n: usize) -> Nodes {
+        Nodes {
+            servers: (0..n).map(|_| RedisServer::start_persistent()).collect(),
+        }
+    }
+
     /// Their URLs.
     pub fn urls(&self) -> Vec<String> {
         self.servers.iter().map(RedisServer::url).collect()

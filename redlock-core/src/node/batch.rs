@@ -11,10 +11,11 @@
 //! one connection's calls in order, so a release queued after an acquire
 //! always runs after it (a leader leads only with nothing queued). An
 //! operation is on its way once queued: a caller that stops waiting
-//! (timeout, quorum already decided) cancels nothing. A leader dropped while its acquire or extend is out, the usual
-//! fate of the last node's call when a quorum answered first, leaves the
-//! call for the next caller to finish before its own; anything else a
-//! dropped leader started goes to a task, with what is queued behind it.
+//! (timeout, quorum already decided) cancels nothing. A leader dropped
+//! while its acquire or extend is out, the usual fate of the last node's
+//! call when a quorum answered first, leaves the call for the next caller
+//! to finish before its own; anything else a dropped leader started goes
+//! to a task, with what is queued behind it.
 
 use std::collections::VecDeque;
 use std::future::Future;
