@@ -595,6 +595,23 @@ async fn bad_configuration_gets_a_specific_error() {
         "{err}"
     );
 
+    let err = Redlock::builder()
+        .nodes(["redis://127.0.0.1:1"])
+        .node_backlog(0)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidOptions {
+                option: "node_backlog",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
     // One live node and one closed port: the error names the dead one.
     let nodes = Nodes::start(1);
     let dead = "redis://user:secret@127.0.0.1:1";

@@ -4,7 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use redlock::{Error, LockOptions, Vote};
+use fred::prelude::*;
+use redlock::{Error, LockOptions, Redlock, Vote};
 use support::{quick, Nodes};
 use tokio::time::Instant;
 
@@ -151,6 +152,67 @@ async fn a_release_does_not_wait_for_a_node_that_is_down_and_reaches_it_when_it_
     nodes.servers[0].restart();
     nodes.wait_until_node_takes_part(&engine, 0).await;
     assert_eq!(nodes.values(&key).await, vec![None; 3]);
+}
+
+/// The releases a down node misses wait for it, but at most `node_backlog`
+/// of them, so a long outage under load costs bounded memory: the newest
+/// reach the node when it returns, the oldest are left to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_releases_a_down_node_misses_are_bounded_and_the_newest_reach_it() {
+    const BACKLOG: usize = 50;
+    const LOCKS: usize = 600;
+    // At most one call by a dropped release and one batch are out to the
+    // node when it dies (batches take at most 256 operations).
+    const OUT: usize = 1 + 256;
+    let mut nodes = Nodes::start_persistent(3);
+    let options = quick().ttl(Duration::from_secs(120));
+    let engine = Redlock::builder()
+        .app("t")
+        .nodes(nodes.urls())
+        .defaults(options.clone())
+        .node_backlog(BACKLOG)
+        .build()
+        .await
+        .unwrap();
+    let resources: Vec<String> = (0..LOCKS).map(|i| format!("b{i}")).collect();
+    let mut locks = Vec::new();
+    for resource in &resources {
+        locks.push(engine.acquire(&[resource], options.clone()).await.unwrap());
+    }
+    nodes.servers[0].kill();
+    for lock in locks {
+        lock.release().await.expect("released on the two others");
+    }
+
+    nodes.servers[0].restart();
+    let keys: Vec<String> = resources
+        .iter()
+        .map(|r| engine.key(r, None).unwrap())
+        .collect();
+    let node = nodes.servers[0].client().await;
+    // Calls to a node run in order: once the newest release landed, every
+    // release sent before it has.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.exists::<u64, _>(&keys[LOCKS - 1]).await.unwrap() == 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the newest release never reached the node"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (older, newest) = keys.split_at(LOCKS - BACKLOG);
+    let left = |keys: &[String]| {
+        let node = node.clone();
+        let keys = keys.to_vec();
+        async move { node.exists::<usize, _>(keys).await.unwrap() }
+    };
+    assert_eq!(left(newest).await, 0, "the newest releases reach the node");
+    let kept = left(older).await;
+    assert!(
+        kept >= LOCKS - BACKLOG - OUT,
+        "{kept} of the {} oldest keys left: more releases waited than the backlog",
+        LOCKS - BACKLOG
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::engine::{Inner, Redlock};
 use crate::error::{Error, Result};
 use crate::keepalive::KeepAlive;
-use crate::node::{ConnectSettings, Node};
+use crate::node::{Node, NodeSettings};
 use crate::options::{invalid, LockOptions};
 use crate::quorum::{self, fan_out, Until};
 use crate::resource;
@@ -15,6 +15,9 @@ use crate::wakeup::Wakeup;
 pub const DEFAULT_APP: &str = "app";
 /// How long `build` waits for each node by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many operations may wait for one node by default (see
+/// [`RedlockBuilder::node_backlog`]).
+pub const DEFAULT_NODE_BACKLOG: usize = 65_536;
 
 /// Configures and connects a [`Redlock`] engine.
 ///
@@ -36,6 +39,7 @@ pub struct RedlockBuilder {
     urls: Vec<String>,
     defaults: LockOptions,
     connect_timeout: Duration,
+    node_backlog: usize,
     require_all_nodes: bool,
     in_memory: bool,
     #[cfg(feature = "tls")]
@@ -49,6 +53,7 @@ impl Default for RedlockBuilder {
             urls: Vec::new(),
             defaults: LockOptions::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            node_backlog: DEFAULT_NODE_BACKLOG,
             require_all_nodes: true,
             in_memory: false,
             #[cfg(feature = "tls")]
@@ -105,6 +110,22 @@ impl RedlockBuilder {
         self
     }
 
+    /// How many lock operations may wait for one Redis node while it works
+    /// on earlier ones (default [`DEFAULT_NODE_BACKLOG`]): the bound on what
+    /// a node that is down or not keeping up costs in memory, about 500
+    /// bytes per operation.
+    ///
+    /// A release to a node that is down waits for the node's return, so a
+    /// node back within seconds drops the keys it missed. At the bound, a
+    /// new acquire or extension fails at once on that node, and a new
+    /// release takes the place of the oldest operation waiting, which
+    /// fails: its keys on that node expire at their TTL. Raise it if this
+    /// process holds more locks than this at once.
+    pub fn node_backlog(mut self, operations: usize) -> Self {
+        self.node_backlog = operations;
+        self
+    }
+
     /// Whether `build` fails when any node is unreachable (default `true`).
     /// With `false` it needs only a quorum; the others are retried in the background.
     pub fn require_all_nodes(mut self, require: bool) -> Self {
@@ -152,6 +173,16 @@ impl RedlockBuilder {
                 "it is zero; use a few seconds".to_owned(),
             ));
         }
+        if self.node_backlog == 0 {
+            return Err(invalid(
+                "node_backlog",
+                format!(
+                    "it is zero, so no lock operation could wait for a node; \
+                     use at least the number of locks this process takes at once \
+                     (default {DEFAULT_NODE_BACKLOG})"
+                ),
+            ));
+        }
         let mut warnings = Vec::new();
         if self.urls.len() % 2 == 0 {
             warnings.push(format!(
@@ -161,8 +192,9 @@ impl RedlockBuilder {
                 self.urls.len() - 1
             ));
         }
-        let settings = ConnectSettings {
+        let settings = NodeSettings {
             connect_timeout: self.connect_timeout,
+            backlog: self.node_backlog,
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
         };

@@ -43,7 +43,7 @@ mod scripts;
 mod value;
 mod wakeup;
 
-pub use builder::{RedlockBuilder, DEFAULT_APP, DEFAULT_CONNECT_TIMEOUT};
+pub use builder::{RedlockBuilder, DEFAULT_APP, DEFAULT_CONNECT_TIMEOUT, DEFAULT_NODE_BACKLOG};
 pub use context::LockContext;
 pub use engine::Redlock;
 pub use error::{Error, NodeVote, Result, Vote, Votes};

@@ -16,6 +16,13 @@
 //! call when a quorum answered first, leaves the call for the next caller
 //! to finish before its own; anything else a dropped leader started goes
 //! to a task, with what is queued behind it.
+//!
+//! What waits is bounded (the engine's `node_backlog`), so a node that is
+//! down or stalled under load costs bounded memory. At the bound, a new
+//! acquire or extend fails at once (the node could not answer it in time),
+//! and a new release or fence takes the place of the oldest operation
+//! waiting, which fails: the oldest are the acquires their callers gave up
+//! on, and the releases whose keys expire first.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -163,6 +170,8 @@ struct Request {
 pub(crate) struct Queue {
     link: Arc<Link>,
     state: Mutex<State>,
+    /// At most this many operations wait (see the module doc).
+    backlog: usize,
 }
 
 /// The node's connection and the lock script: what a call needs. Calls hold
@@ -199,10 +208,11 @@ type Call = Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>;
 type Exchange = Pin<Box<dyn Future<Output = Vec<Request>> + Send>>;
 
 impl Queue {
-    pub fn new(client: Client, script: Script) -> Arc<Queue> {
+    pub fn new(client: Client, script: Script, backlog: usize) -> Arc<Queue> {
         Arc::new(Queue {
             link: Arc::new(Link { client, script }),
             state: Mutex::new(State::default()),
+            backlog,
         })
     }
 
@@ -228,6 +238,19 @@ impl Queue {
             });
         }
         let (reply, answer) = oneshot::channel();
+        if state.pending.len() >= self.backlog {
+            if !op.must_run() {
+                let _ = reply.send(Err(self.behind()));
+                return Turn::Wait(answer);
+            }
+            if let Some(oldest) = state.pending.pop_front() {
+                let _ = oldest.reply.send(Err(format!(
+                    "{}; this operation made way for a newer release \
+                     (a lock's keys there expire at their TTL)",
+                    self.behind()
+                )));
+            }
+        }
         state.pending.push_back(Request { op, reply });
         if state.calls < MAX_CALLS {
             // A task sends it, with whatever queues before the task runs.
@@ -272,6 +295,16 @@ impl Queue {
         } else {
             tokio::spawn(self.clone().drain());
         }
+    }
+
+    /// Why an operation is not sent when the backlog is full.
+    fn behind(&self) -> String {
+        format!(
+            "{} operations already wait for this node, the engine's `node_backlog`: \
+             it is down or not keeping up (raise `node_backlog` if this process \
+             takes more locks than that at once)",
+            self.backlog
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -527,7 +560,7 @@ mod tests {
 
     /// A queue whose client never connects: for what happens before a call.
     fn unconnected_queue() -> Arc<Queue> {
-        Queue::new(Client::default(), Script::from_lua("return 0"))
+        Queue::new(Client::default(), Script::from_lua("return 0"), 4)
     }
 
     fn one_key() -> LockKeys {
@@ -604,6 +637,33 @@ mod tests {
             }
         }
         panic!("the dropped leader's place was never given back");
+    }
+
+    /// What `turn` answers when polled once now.
+    fn poll_once(turn: &mut Turn) -> Poll<NodeResult<i64>> {
+        Pin::new(turn).poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[test]
+    fn a_full_backlog_fails_new_acquires_and_drops_the_oldest_for_a_release() {
+        let queue = unconnected_queue();
+        // Both calls out, so that what comes next waits, and no task sends it.
+        queue.lock().calls = MAX_CALLS;
+        let mut waiting: Vec<Turn> = (0..queue.backlog).map(|_| queue.run(release())).collect();
+        let Poll::Ready(Err(refused)) = poll_once(&mut queue.run(acquire())) else {
+            panic!("an acquire queued behind a full backlog");
+        };
+        assert!(refused.contains("node_backlog"), "{refused}");
+        assert_eq!(queue.lock().pending.len(), queue.backlog);
+
+        waiting.push(queue.run(release()));
+        assert_eq!(queue.lock().pending.len(), queue.backlog, "still bounded");
+        let Poll::Ready(Err(oldest)) = poll_once(&mut waiting.remove(0)) else {
+            panic!("the oldest operation still waits");
+        };
+        assert!(oldest.contains("made way for a newer release"), "{oldest}");
+        // The others, and the newest, still wait for the node.
+        assert!(waiting.iter_mut().all(|turn| poll_once(turn).is_pending()));
     }
 
     #[test]

@@ -24,9 +24,11 @@ use crate::resource::LockKeys;
 /// What a node said to one operation, before timeouts are applied.
 pub(crate) type NodeResult<T> = Result<T, String>;
 
-/// Connection settings shared by all nodes of an engine.
-pub(crate) struct ConnectSettings {
+/// Settings shared by all Redis nodes of an engine.
+pub(crate) struct NodeSettings {
     pub connect_timeout: Duration,
+    /// How many operations may wait for one node (see `batch`).
+    pub backlog: usize,
     /// The TLS connector for `rediss://` nodes (default: the system's roots).
     #[cfg(feature = "tls")]
     pub tls: Option<fred::types::config::TlsConnector>,
@@ -46,7 +48,7 @@ enum Backend {
 
 impl Node {
     /// A Redis node for `url` (not yet connected).
-    pub fn redis(url: &str, settings: &ConnectSettings) -> Result<Node, (String, String)> {
+    pub fn redis(url: &str, settings: &NodeSettings) -> Result<Node, (String, String)> {
         let name = mask_password(url);
         match RedisNode::new(url, settings) {
             Ok(node) => Ok(Node {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::batch::{Op, Queue, Turn};
 use super::health::Health;
-use super::{ConnectSettings, NodeResult};
+use super::{NodeResult, NodeSettings};
 use crate::resource::LockKeys;
 use crate::scripts;
 
@@ -28,7 +28,7 @@ pub(crate) struct RedisNode {
 
 impl RedisNode {
     /// Parses `url` and builds a client for it, without connecting.
-    pub fn new(url: &str, settings: &ConnectSettings) -> Result<RedisNode, String> {
+    pub fn new(url: &str, settings: &NodeSettings) -> Result<RedisNode, String> {
         let tls = url.starts_with("rediss:");
         if tls && cfg!(not(feature = "tls")) {
             return Err(
@@ -62,7 +62,7 @@ impl RedisNode {
             .build_subscriber_client()
             .map_err(|e| e.details().to_owned())?;
         let script = Script::from_lua(scripts::BATCH);
-        let queue = Queue::new(client.clone(), script.clone());
+        let queue = Queue::new(client.clone(), script.clone(), settings.backlog);
         Ok(RedisNode {
             client,
             subscriber,
