@@ -103,7 +103,7 @@ async fn give_up_after<F: Future>(polls: usize, future: F) -> Option<F::Output> 
 async fn burst(n: usize) {
     let nodes = Nodes::start(n);
     let engine = nodes.engine("t", quick()).await;
-    let before = script_calls(&nodes).await;
+    let before = nodes.script_calls().await;
 
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
@@ -127,7 +127,7 @@ async fn burst(n: usize) {
 
     // An acquire and a release per round, on every node.
     let operations = 2 * TASKS * ROUNDS;
-    for (node, (after, before)) in script_calls(&nodes).await.iter().zip(before).enumerate() {
+    for (node, (after, before)) in nodes.script_calls().await.iter().zip(before).enumerate() {
         let calls = after - before;
         assert!(
             calls * 4 <= operations,
@@ -146,26 +146,4 @@ async fn burst(n: usize) {
         assert!(left.is_empty(), "node {node} still holds {left:?}");
         let _ = client.quit().await;
     }
-}
-
-/// How many `EVALSHA` calls each node has run so far.
-async fn script_calls(nodes: &Nodes) -> Vec<usize> {
-    let mut calls = Vec::new();
-    for server in &nodes.servers {
-        let client = server.client().await;
-        let stats: String = client
-            .custom(
-                CustomCommand::new_static("INFO", None, false),
-                vec!["commandstats"],
-            )
-            .await
-            .unwrap();
-        let _ = client.quit().await;
-        let count = stats
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap());
-        calls.push(count);
-    }
-    calls
 }

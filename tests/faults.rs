@@ -218,6 +218,42 @@ async fn the_releases_a_down_node_misses_are_bounded_and_the_newest_reach_it() {
     );
 }
 
+/// A node down does not make a held lock a split vote: a waiter still
+/// waits for the release (or its retry delay) between attempts, instead of
+/// retrying every few round trips, and does not clean up its failed
+/// attempts on the nodes that refused them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_does_not_hammer_the_nodes_left_when_one_is_down() {
+    let mut nodes = Nodes::start(3);
+    let options = quick().ttl(Duration::from_secs(60));
+    let engine = nodes.engine("t", options.clone()).await;
+    let holder = engine.acquire(&["h"], options.clone()).await.unwrap();
+    nodes.servers[0].kill();
+    let waiter = options
+        .retry_delay(Duration::from_millis(200))
+        .retry_jitter(Duration::from_millis(50))
+        .wait(Duration::from_secs(1));
+    let before = nodes.script_calls().await;
+    let err = engine.acquire(&["h"], waiter).await.unwrap_err();
+    let after = nodes.script_calls().await;
+    let Error::NotAcquired { attempts, .. } = &err else {
+        panic!("held on the two others: {err}");
+    };
+    let attempts = *attempts as usize;
+    // One attempt at the start and one per retry delay: about 6. Retrying
+    // every few round trips made about 175.
+    assert!(attempts <= 12, "{attempts} attempts in 1 s: {err}");
+    // Each attempt asks both live nodes; its clean-up goes to the one it
+    // did not wait for (a quorum of refusals decides without it), not to
+    // the one that refused.
+    let calls: usize = (1..3).map(|node| after[node] - before[node]).sum();
+    assert!(
+        calls <= 3 * attempts,
+        "{calls} script calls on the live nodes for {attempts} attempts"
+    );
+    holder.release().await.expect("released on the two others");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_right_after_a_node_dies_do_not_wait_for_it() {
     let mut nodes = Nodes::start(3);

@@ -11,7 +11,7 @@ use crate::context::LockContext;
 use crate::error::{Error, Result, Vote};
 use crate::keepalive::{self, KeepAlive};
 use crate::lock::{Held, Lock};
-use crate::node::Node;
+use crate::node::{Node, NodeCall};
 use crate::options::{IsolateOptions, LockOptions, Settings};
 use crate::quorum::{self, fan_out, Until};
 use crate::resource::LockKeys;
@@ -274,7 +274,7 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
         // A failed attempt leaves nothing behind: every node that may hold our
         // value (granted, failed, timed out, not awaited) is told to drop it.
         if votes.iter().any(|(v, _)| *v != Vote::Held) {
-            release_attempt(nodes, &keys, &value, settings.node_timeout).await;
+            release_attempt(nodes, &votes, &keys, &value, settings.node_timeout).await;
         }
 
         let now = Instant::now();
@@ -307,9 +307,10 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
             });
         }
         let cap = |at: Instant| give_up_at.map_or(at, |limit| at.min(limit));
-        if tally.granted == 0 && tally.failed == 0 {
-            // Another holder has it: retry when it is released, or at the
-            // jittered timer if that news is lost (or the lock expires).
+        if tally.granted == 0 && reachable {
+            // Another holder has it (a node down does not change that):
+            // retry when it is released, or at the jittered timer if that
+            // news is lost (or the lock expires).
             let watch = watch.get_or_insert_with(|| engine.wakeup.watch(keys.locks()));
             let seen = releases_before.unwrap_or_else(|| watch.releases());
             tokio::select! {
@@ -330,18 +331,26 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
     }
 }
 
-/// Best-effort release of one failed attempt's value on every node.
+/// Best-effort release of one failed attempt's value on every node that
+/// may hold it: not on those that said another holds the lock (with one
+/// node down, every attempt of a waiter fails, and the nodes that refused
+/// it are most of the others).
 async fn release_attempt(
     nodes: &[Node],
+    votes: &[quorum::Answer],
     keys: &LockKeys,
     value: &fred::types::Value,
     timeout: Duration,
 ) {
+    let mut votes = votes.iter();
     fan_out(
         nodes,
         timeout,
         Until::All,
-        |node| node.release(keys, value, false),
+        |node| match votes.next() {
+            Some((Vote::Held, _)) => NodeCall::answered(0),
+            _ => node.release(keys, value, false),
+        },
         quorum::any_answer,
     )
     .await;

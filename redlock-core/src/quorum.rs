@@ -32,7 +32,7 @@ pub(crate) fn any_answer(_: i64) -> Answer {
     (Vote::Granted, 0)
 }
 
-/// Makes `call` on every node at once, all bounded by `timeout`, and turns
+/// Makes `call` on every node at once (in node order), all bounded by `timeout`, and turns
 /// each node's answer into its vote with `read`; votes are in node order.
 /// A node still running when the outcome is decided is `Unanswered`; one
 /// still running at the timeout is `TimedOut`. The calls are `Unpin`, as a
@@ -41,7 +41,7 @@ pub(crate) async fn fan_out<'a, C>(
     nodes: &'a [Node],
     timeout: Duration,
     until: Until,
-    call: impl Fn(&'a Node) -> C,
+    mut call: impl FnMut(&'a Node) -> C,
     read: impl Fn(i64) -> Answer,
 ) -> Vec<Answer>
 where

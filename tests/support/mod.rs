@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use fred::types::CustomCommand;
 use redlock::{LockOptions, Redlock};
 
 /// How long a server may take to accept connections after it starts.
@@ -292,6 +293,33 @@ impl Nodes {
             let _ = client.quit().await;
         }
         values
+    }
+
+    /// How many `EVALSHA` calls each server has run so far (0 for a down or
+    /// paused one).
+    pub async fn script_calls(&self) -> Vec<usize> {
+        let mut calls = Vec::new();
+        for server in &self.servers {
+            if server.child.is_none() || server.paused {
+                calls.push(0);
+                continue;
+            }
+            let client = server.client().await;
+            let stats: String = client
+                .custom(
+                    CustomCommand::new_static("INFO", None, false),
+                    vec!["commandstats"],
+                )
+                .await
+                .unwrap();
+            let _ = client.quit().await;
+            let count = stats
+                .lines()
+                .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+                .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap());
+            calls.push(count);
+        }
+        calls
     }
 }
 

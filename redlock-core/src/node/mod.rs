@@ -155,7 +155,8 @@ pub(crate) enum NodeCall {
 }
 
 impl NodeCall {
-    fn answered(answer: i64) -> NodeCall {
+    /// A call answered before it was made: `answer`, as the script would.
+    pub fn answered(answer: i64) -> NodeCall {
         NodeCall::Answered(Some(Ok(answer)))
     }
 }
