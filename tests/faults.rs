@@ -254,6 +254,37 @@ async fn a_waiter_does_not_hammer_the_nodes_left_when_one_is_down() {
     holder.release().await.expect("released on the two others");
 }
 
+/// A node that stops answering (paused, or cut off without a reset) costs
+/// each release a short wait after the others answered, not the node
+/// timeout: `lock` calls do not each take that long more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_answering_does_not_hold_up_every_release() {
+    let mut nodes = Nodes::start(3);
+    let options = quick()
+        .ttl(Duration::from_secs(60))
+        .node_timeout(Duration::from_secs(5));
+    let engine = nodes.engine("t", options.clone()).await;
+    nodes.servers[0].pause();
+    let resources: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
+    let cycles = async {
+        for resource in &resources {
+            engine
+                .lock_with(resource, options.clone(), |_| async {})
+                .await
+                .expect("two nodes of three grant it");
+        }
+    };
+    // Each release waited out the 5 s node timeout before.
+    tokio::time::timeout(Duration::from_secs(3), cycles)
+        .await
+        .expect("the releases did not wait for the paused node");
+    for resource in &resources {
+        let key = engine.key(resource, None).unwrap();
+        assert_eq!(nodes.values(&key).await, vec![None; 3], "{resource}");
+    }
+    nodes.servers[0].resume();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_right_after_a_node_dies_do_not_wait_for_it() {
     let mut nodes = Nodes::start(3);

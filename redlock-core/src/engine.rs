@@ -346,7 +346,9 @@ async fn release_attempt(
     fan_out(
         nodes,
         timeout,
-        Until::All,
+        Until::AllButLate {
+            quorum: quorum::majority(nodes.len()),
+        },
         |node| match votes.next() {
             Some((Vote::Held, _)) => NodeCall::answered(0),
             _ => node.release(keys, value, false),

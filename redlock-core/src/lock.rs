@@ -171,8 +171,10 @@ impl Held {
             nodes,
             self.settings.node_timeout,
             // Every node, so that when this returns no reachable node still
-            // holds the value (a node that crashed with it would bring it back).
-            Until::All,
+            // holds the value; but not a node that stopped answering.
+            Until::AllButLate {
+                quorum: self.engine.quorum,
+            },
             |node| node.release(&self.keys, &self.value, true),
             quorum::any_answer,
         ));

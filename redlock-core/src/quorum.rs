@@ -5,6 +5,8 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::error::{NodeVote, Vote, Votes};
 use crate::node::{Node, NodeResult};
 
@@ -18,9 +20,20 @@ pub(crate) fn majority(nodes: usize) -> usize {
 pub(crate) enum Until {
     /// As soon as `quorum` nodes granted, or so many refused that it cannot happen.
     Decided { quorum: usize },
-    /// Every node answered or timed out (release: every node must be asked).
+    /// Every node answered or timed out (connecting: each node's state is wanted).
     All,
+    /// Every node answered or timed out, but once `quorum` nodes granted, no
+    /// longer than twice what that took (at least [`LATE`]): a release. Every node
+    /// is asked, and the usual stragglers answer within microseconds; a node
+    /// that stopped answering (paused, cut off) costs a round trip or two
+    /// instead of the node timeout on every release. Its operation still
+    /// goes out.
+    AllButLate { quorum: usize },
 }
+
+/// After a quorum answered, the least time left for the other nodes (see
+/// [`Until::AllButLate`]): well above a loaded machine's scheduling delays.
+pub(crate) const LATE: Duration = Duration::from_millis(50);
 
 /// A node's vote, with the number its operation returned (a fencing token
 /// for acquire; 0 when there is none).
@@ -51,7 +64,10 @@ where
     let mut pending: Vec<Option<C>> = nodes.iter().map(|node| Some(call(node))).collect();
     let mut votes: Vec<Answer> = vec![(Vote::Unanswered, 0); nodes.len()];
     // One timer for all nodes: they all started now.
+    let start = Instant::now();
     let mut deadline = std::pin::pin!(tokio::time::sleep(timeout));
+    // Whether the deadline was brought forward for late nodes.
+    let mut late = false;
     poll_fn(|cx| {
         for (vote, slot) in votes.iter_mut().zip(pending.iter_mut()) {
             if let Some(call) = slot {
@@ -64,10 +80,23 @@ where
         if pending.iter().all(Option::is_none) || decided(&votes, until) {
             return Poll::Ready(());
         }
+        if let (Until::AllButLate { quorum }, false) = (until, late) {
+            if granted(&votes) >= quorum {
+                late = true;
+                let now = Instant::now();
+                let at = (now + ((now - start) * 2).max(LATE)).min(start + timeout);
+                deadline.as_mut().reset(at);
+            }
+        }
         if deadline.as_mut().poll(cx).is_ready() {
+            let gave_up = if late {
+                Vote::Unanswered
+            } else {
+                Vote::TimedOut(timeout)
+            };
             for (vote, slot) in votes.iter_mut().zip(&pending) {
                 if slot.is_some() {
-                    *vote = (Vote::TimedOut(timeout), 0);
+                    *vote = (gave_up.clone(), 0);
                 }
             }
             return Poll::Ready(());
@@ -78,11 +107,15 @@ where
     votes
 }
 
+fn granted(votes: &[Answer]) -> usize {
+    votes.iter().filter(|(v, _)| *v == Vote::Granted).count()
+}
+
 fn decided(votes: &[Answer], until: Until) -> bool {
     let Until::Decided { quorum } = until else {
         return false;
     };
-    let granted = votes.iter().filter(|(v, _)| *v == Vote::Granted).count();
+    let granted = granted(votes);
     let refused = votes
         .iter()
         .filter(|(v, _)| !matches!(v, Vote::Granted | Vote::Unanswered))
