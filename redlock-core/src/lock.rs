@@ -262,6 +262,9 @@ impl Lock {
     }
 
     /// Releases the lock on every node, bounded by the per-node timeout.
+    /// Returns when every node answered, or soon after a quorum did (twice
+    /// the time that took, at least 50 ms): a node that stopped answering
+    /// does not hold it up, and its release still goes out.
     ///
     /// An error means fewer than a quorum of nodes confirmed; the keys then
     /// expire at their TTL on the nodes that did not answer.
