@@ -285,41 +285,6 @@ async fn a_node_that_stops_answering_does_not_hold_up_every_release() {
     nodes.servers[0].resume();
 }
 
-/// Waiting for locks while a node is down leaves no task behind that waits
-/// for the node: each watched key subscribes and unsubscribes on every
-/// node, and a call to a node that is down would wait until it returns.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiting_while_a_node_is_down_leaves_no_task_waiting_for_it() {
-    let mut nodes = Nodes::start(3);
-    let options = quick().ttl(Duration::from_secs(30));
-    let engine = nodes.engine("t", options.clone()).await;
-    nodes.servers[0].kill();
-    let tasks = tokio::runtime::Handle::current().metrics();
-    let before = tasks.num_alive_tasks();
-    let waiter = options.clone().wait(Duration::from_millis(2));
-    for i in 0..200 {
-        let resource = format!("w{i}");
-        let held = engine.acquire(&[&resource], options.clone()).await.unwrap();
-        let err = engine
-            .acquire(&[&resource], waiter.clone())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
-        held.release().await.expect("released on the two others");
-    }
-    // A change sent in the instant the node died (before the client saw
-    // it) waits at most 5 s; each of the 200 keys left two for good before.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tasks.num_alive_tasks() > before + 5 {
-        assert!(
-            Instant::now() < deadline,
-            "{} tasks left after 200 watched keys",
-            tasks.num_alive_tasks() - before
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_right_after_a_node_dies_do_not_wait_for_it() {
     let mut nodes = Nodes::start(3);

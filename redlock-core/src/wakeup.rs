@@ -4,16 +4,15 @@
 //! The release script publishes the released value on the channel named
 //! after each deleted key. A caller that lost an attempt to another holder
 //! watches the lock's keys: the engine subscribes to their channels on every
-//! node that is connected (one subscription per key, however many local
-//! waiters). A release wakes one waiter, the longest waiting, once the lock
-//! can be taken: when a quorum of nodes reported it (the messages carry the
-//! released value, which tells one release from the next), or when this
-//! engine's own release is handed to the nodes (a node runs one connection's
-//! calls in order, so the attempt follows the release on every node),
-//! whichever comes first. So a handoff costs one attempt, not one per waiter
-//! with all but one lost, and the attempt does not race the release on the
-//! slower nodes. The jittered retry timer stays as the fallback for missed
-//! messages and expired locks.
+//! node (one subscription per key, however many local waiters). A release
+//! wakes one waiter, the longest waiting, once the lock can be taken: when
+//! a quorum of nodes reported it (the messages carry the released value,
+//! which tells one release from the next), or when this engine's own release
+//! is handed to the nodes (a node runs one connection's calls in order, so
+//! the attempt follows the release on every node), whichever comes first.
+//! So a handoff costs one attempt, not one per waiter with all but one lost,
+//! and the attempt does not race the release on the slower nodes. The jittered retry timer stays as the
+//! fallback for missed messages and expired locks.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -23,10 +22,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
 
 use fred::clients::SubscriberClient;
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{EventInterface, PubsubInterface};
 use fred::types::{Key, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -229,39 +227,19 @@ impl Wakeup {
     }
 
     fn subscribe(&self, key: &str) {
-        self.change_subscription(key, true);
+        for subscriber in &self.subscribers {
+            let (subscriber, key) = (subscriber.clone(), key.to_owned());
+            tokio::spawn(async move { subscriber.subscribe(key).await });
+        }
     }
 
     fn unsubscribe(&self, key: &str) {
-        self.change_subscription(key, false);
-    }
-
-    /// Subscribes to or unsubscribes from `key`'s channel, from a task per
-    /// node, on the nodes whose subscriber is connected. A call to one that
-    /// is reconnecting would wait in its client's queue, a task each, for as
-    /// long as the node is down; the client subscribes again to the channels
-    /// it had when it reconnects, and a waiter needs only a quorum's
-    /// messages (or its retry timer).
-    fn change_subscription(&self, key: &str, subscribe: bool) {
-        for subscriber in self.subscribers.iter().filter(|s| s.is_connected()) {
+        for subscriber in &self.subscribers {
             let (subscriber, key) = (subscriber.clone(), key.to_owned());
-            tokio::spawn(async move {
-                let change = async {
-                    if subscribe {
-                        subscriber.subscribe(key).await
-                    } else {
-                        subscriber.unsubscribe(key).await
-                    }
-                };
-                let _ = tokio::time::timeout(CHANGE_TIMEOUT, change).await;
-            });
+            tokio::spawn(async move { subscriber.unsubscribe(key).await });
         }
     }
 }
-
-/// How long a subscription change may wait for its node (one that stops
-/// answering, or dies as the change is sent).
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A waiter's interest in some keys.
 pub(crate) struct Watch {
