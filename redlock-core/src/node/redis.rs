@@ -85,7 +85,6 @@ impl RedisNode {
 
     /// Closes the connections (best effort).
     pub async fn quit(&self) {
-        self.queue.close();
         let _ = self.client.quit().await;
         let _ = self.subscriber.quit().await;
     }
