@@ -23,17 +23,17 @@ pub(crate) enum Until {
     /// Every node answered or timed out (connecting: each node's state is wanted).
     All,
     /// Every node answered or timed out, but once `quorum` nodes granted, no
-    /// longer than twice what that took (at least [`LATE`]): a release. Every node
-    /// is asked, and the usual stragglers answer within microseconds; a node
-    /// that stopped answering (paused, cut off) costs a round trip or two
-    /// instead of the node timeout on every release. Its operation still
-    /// goes out.
+    /// longer than twice what that took (at least [`LATE`]): a release.
+    /// Every node is asked, and the usual stragglers answer within
+    /// microseconds; a node that stopped answering (paused, cut off) costs
+    /// a round trip or two instead of the node timeout on every release.
+    /// Its operation still goes out.
     AllButLate { quorum: usize },
 }
 
 /// After a quorum answered, the least time left for the other nodes (see
 /// [`Until::AllButLate`]): well above a loaded machine's scheduling delays.
-pub(crate) const LATE: Duration = Duration::from_millis(50);
+const LATE: Duration = Duration::from_millis(50);
 
 /// A node's vote, with the number its operation returned (a fencing token
 /// for acquire; 0 when there is none).
@@ -45,8 +45,9 @@ pub(crate) fn any_answer(_: i64) -> Answer {
     (Vote::Granted, 0)
 }
 
-/// Makes `call` on every node at once (in node order), all bounded by `timeout`, and turns
-/// each node's answer into its vote with `read`; votes are in node order.
+/// Makes `call` on every node at once (in node order), all bounded by
+/// `timeout`, and turns each node's answer into its vote with `read`; votes
+/// are in node order.
 /// A node still running when the outcome is decided is `Unanswered`; one
 /// still running at the timeout is `TimedOut`. The calls are `Unpin`, as a
 /// [`NodeCall`](crate::node::NodeCall) is, so a round needs no allocation per node.
