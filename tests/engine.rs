@@ -10,7 +10,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redlock::{Error, LockOptions, OnLoss, Redlock, Vote};
-use support::{quick, Nodes};
+use support::{everywhere, gone, quick, Nodes};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +33,7 @@ async fn lock_runs_the_function_and_releases_on_1_3_and_5_nodes() {
                     ctx.validity()
                 );
                 assert_eq!(ctx.keys().collect::<Vec<_>>(), ["redlock_t:~:name"]);
-                nodes.values(key_ref).await
+                nodes.values_when(key_ref, everywhere).await
             })
             .await
             .unwrap();
@@ -47,11 +47,8 @@ async fn lock_runs_the_function_and_releases_on_1_3_and_5_nodes() {
             held_on.iter().all(|v| v.as_ref() == Some(&value)),
             "one value everywhere"
         );
-        assert_eq!(
-            nodes.values(&key).await,
-            vec![None; n],
-            "released on every node"
-        );
+        // Released on every node.
+        nodes.values_when(&key, gone).await;
     }
 }
 
@@ -168,11 +165,8 @@ async fn multi_resource_locks_are_all_or_nothing() {
         .unwrap_err();
     assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
     for key in ["redlock_t:~:a", "redlock_t:~:c"] {
-        assert_eq!(
-            nodes.values(key).await,
-            vec![None; 3],
-            "no partial lock on {key}"
-        );
+        // No partial lock.
+        nodes.values_when(key, gone).await;
     }
     one.release().await.unwrap();
 
@@ -185,10 +179,10 @@ async fn multi_resource_locks_are_all_or_nothing() {
         .unwrap();
     assert_eq!(all.resources(), ["a", "b", "c"]);
     for key in ["redlock_t:~:a", "redlock_t:~:b", "redlock_t:~:c"] {
-        assert!(nodes.values(key).await.iter().all(Option::is_some));
+        nodes.values_when(key, everywhere).await;
     }
     all.release().await.unwrap();
-    assert_eq!(nodes.values("redlock_t:~:b").await, vec![None; 3]);
+    nodes.values_when("redlock_t:~:b", gone).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +254,7 @@ async fn a_function_three_ttls_long_keeps_the_lock_throughout() {
         .unwrap();
     assert!(!ctx_after.is_lost(), "the lock was extended, not lost");
     assert!(rival_task.await.unwrap() > 3);
-    assert_eq!(nodes.values(&key).await, vec![None; 3]);
+    nodes.values_when(&key, gone).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +308,7 @@ async fn locks_of_different_ttls_are_each_extended_in_time() {
     }
     for resource in ["s1", "s2", "s3", "long"] {
         let key = engine.key(resource, None).unwrap();
-        assert_eq!(nodes.values(&key).await, vec![None; 3], "released");
+        nodes.values_when(&key, gone).await;
     }
 }
 
@@ -340,7 +334,7 @@ async fn released_when_the_function_panics_or_the_guard_drops() {
     drop(lock);
     let lock = engine.acquire(&["p"], wait).await.unwrap();
     lock.release().await.unwrap();
-    assert_eq!(nodes.values(&key).await, vec![None; 3]);
+    nodes.values_when(&key, gone).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +357,7 @@ async fn release_never_deletes_a_foreign_value() {
         .acquire(&["f"], LockOptions::default().wait(Duration::from_secs(5)))
         .await
         .unwrap();
-    let owned = nodes.values(&key).await;
+    let owned = nodes.values_when(&key, everywhere).await;
 
     let err = stale.extend(Duration::from_secs(5)).await.unwrap_err();
     assert!(matches!(err, Error::LockLost { .. }), "{err}");
@@ -484,11 +478,13 @@ async fn a_failed_attempt_leaves_nothing_behind() {
         panic!("{err}");
     };
     assert_eq!(votes.count(&Vote::Held), 2, "{err}");
-    assert_eq!(
-        nodes.values(&key).await,
-        [Some("foreign".to_owned()), Some("foreign".to_owned()), None],
-        "the free node was released after each failed attempt; foreign values untouched"
-    );
+    // The free node was released after each failed attempt; foreign values untouched.
+    let foreign = Some("foreign".to_owned());
+    nodes
+        .values_when(&key, |values| {
+            values == [foreign.clone(), foreign.clone(), None]
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use redlock::LockOptions;
 use support::checker::{contend, Checker};
-use support::{quick, Nodes};
+use support::{gone, quick, Nodes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_increase_across_contention_kills_and_restarts() {
@@ -22,16 +22,26 @@ async fn tokens_increase_across_contention_kills_and_restarts() {
         nodes.engine("t", quick()).await,
     ];
     let checker = Checker::default();
+    let key = engines[0].key("r", None).unwrap();
+    let counter = Arc::default();
+    let round = || contend(&engines, 4, 10, "r", &checker, &counter);
 
-    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
+    // Each fault waits for the last release to reach every live node: a
+    // release returns once a quorum answered, and a node killed before it
+    // took its part keeps the key until the TTL (30 s); two such nodes of
+    // three would keep the lock from everyone for that long.
+    round().await;
+    nodes.values_when(&key, gone).await;
     nodes.servers[0].kill();
-    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
+    round().await;
     nodes.servers[0].restart(); // comes back with its keys (appendfsync always)
-    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
+    round().await;
+    nodes.values_when(&key, gone).await;
     nodes.servers[1].restart();
-    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
+    round().await;
+    nodes.values_when(&key, gone).await;
     nodes.servers[2].kill();
-    contend(&engines, 4, 10, "r", &checker, &Arc::default()).await;
+    round().await;
 
     let summary = checker.check();
     assert_eq!(summary.total(), 200);

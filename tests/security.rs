@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redlock::tls::{rustls, TlsConnector};
 use redlock::{Error, LockOptions, Redlock};
-use support::{quick, Nodes, RedisServer};
+use support::{everywhere, quick, Nodes, RedisServer};
 
 async fn lock_once(engine: &Redlock) -> u64 {
     engine
@@ -145,7 +145,9 @@ async fn lock_values_stay_secret_and_foreign_locks_untouchable() {
     let a = nodes.engine("t", quick()).await;
     let b = nodes.engine("t", quick()).await;
     let lock = a.acquire(&["s"], LockOptions::default()).await.unwrap();
-    let value = nodes.values("redlock_t:~:s").await[0].clone().unwrap();
+    let value = nodes.values_when("redlock_t:~:s", everywhere).await[0]
+        .clone()
+        .unwrap();
     let shown = format!("{lock:?} {:?}", lock.context());
     assert!(
         !shown.contains(&value),

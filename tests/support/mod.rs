@@ -295,6 +295,27 @@ impl Nodes {
         values
     }
 
+    /// The values under `key` (as [`Nodes::values`]) once `want` holds of
+    /// them. The engine returns once a quorum answered (an acquire) or
+    /// soon after (a release), so a node's part can land a moment after
+    /// the call returned; on a loaded machine, more than the moment a test
+    /// takes to read every node. Panics after 10 s with the last values.
+    pub async fn values_when(
+        &self,
+        key: &str,
+        want: impl Fn(&[Option<String>]) -> bool,
+    ) -> Vec<Option<String>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let values = self.values(key).await;
+            if want(&values) {
+                return values;
+            }
+            assert!(Instant::now() < deadline, "{key} stayed at {values:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// How many `EVALSHA` calls each server has run so far (0 for a down or
     /// paused one).
     pub async fn script_calls(&self) -> Vec<usize> {
@@ -366,4 +387,14 @@ pub fn quick() -> LockOptions {
         .retry_delay(Duration::from_millis(10))
         .retry_jitter(Duration::from_millis(5))
         .wait(Duration::from_secs(20))
+}
+
+/// Whether no node holds the key (for [`Nodes::values_when`]).
+pub fn gone(values: &[Option<String>]) -> bool {
+    values.iter().all(Option::is_none)
+}
+
+/// Whether every node holds the key, with one value (for [`Nodes::values_when`]).
+pub fn everywhere(values: &[Option<String>]) -> bool {
+    values.first().is_some_and(Option::is_some) && values.iter().all(|v| *v == values[0])
 }
