@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::CustomCommand;
 use redlock::{Error, LockOptions, Redlock, Vote};
 use support::{gone, quick, Nodes};
 use tokio::time::Instant;
@@ -367,5 +368,46 @@ impl Drop for ReportDrop {
         if let Some(tx) = self.0.take() {
             let _ = tx.send(Instant::now());
         }
+    }
+}
+
+/// A node that lost its scripts (restarted, or `SCRIPT FLUSH`) answers the
+/// calls already on their way with NOSCRIPT. They are sent again once the
+/// script is loaded, and still each release must run after the acquire it
+/// undoes, or the key stays there until its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_the_script_runs_each_release_after_its_acquire() {
+    let nodes = Nodes::start(3);
+    let engine = nodes.engine("t", quick()).await;
+    let inspector = nodes.servers[0].client().await;
+    for round in 0..50 {
+        let flush = CustomCommand::new_static("SCRIPT", None, false);
+        let _: () = inspector.custom(flush, vec!["FLUSH"]).await.unwrap();
+        let tasks: Vec<_> = (0..100)
+            .map(|task| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let resource = format!("r{round}-{task}");
+                    engine.lock(&resource, |_| async {}).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys = CustomCommand::new_static("KEYS", None, false);
+        let left: Vec<String> = inspector.custom(keys, vec!["redlock_t:*"]).await.unwrap();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 0 still holds {} keys: {left:?}",
+            left.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

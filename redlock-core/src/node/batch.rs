@@ -9,7 +9,10 @@
 //! each batch takes half of what waits (at least 32), so the two stay
 //! even. A batch is handed to the connection as it is taken, and Redis runs
 //! one connection's calls in order, so a release queued after an acquire
-//! always runs after it (a leader leads only with nothing queued). An
+//! always runs after it (a leader leads only with nothing queued). That
+//! holds after the node lost the script too (a restart): the calls on
+//! their way all fail, and only releases and fences are sent again (see
+//! [`Link::call`]). An
 //! operation is on its way once queued: a caller that stops waiting
 //! (timeout, quorum already decided) cancels nothing. A leader dropped
 //! while its acquire or extend is out, the usual fate of the last node's
@@ -354,24 +357,20 @@ impl Queue {
     /// Sends `batch` and answers its callers; returns the emptied vector.
     async fn exchange(self: Arc<Self>, mut batch: Vec<Request>) -> Vec<Request> {
         let calls = batch.iter().map(|r| &r.op);
-        let results = match bounded(self.link.call(calls, false)).await {
-            // The script answers a batch of one with its bare result.
-            Ok(result) if batch.len() == 1 && !matches!(result, Value::Array(_)) => {
-                Ok(vec![result])
-            }
-            Ok(Value::Array(results)) if results.len() == batch.len() => Ok(results),
-            Ok(other) => Err(format!("unexpected reply to the lock script: {other:?}")),
-            Err(failure) => Err(failure),
-        };
-        match results {
-            Ok(results) => {
-                for (request, result) in batch.drain(..).zip(results) {
-                    let _ = request.reply.send(parse(result));
+        match bounded(self.link.call(calls, false)).await {
+            Ok(Some(reply)) => answer(&mut batch, Ok(reply)),
+            Err(failure) => answer(&mut batch, Err(failure)),
+            // Nothing ran (see `Link::call`): what must run goes again.
+            Ok(None) => {
+                let (mut again, not_sent): (Vec<Request>, Vec<Request>) =
+                    batch.drain(..).partition(|r| r.op.must_run());
+                for request in not_sent {
+                    let _ = request.reply.send(Err(NOT_SENT_AGAIN.to_owned()));
                 }
-            }
-            Err(failure) => {
-                for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(failure.clone()));
+                if !again.is_empty() {
+                    let calls = again.iter().map(|r| &r.op);
+                    let reply = bounded(self.link.call(calls, false)).await;
+                    answer(&mut again, reply.and_then(|r| r.ok_or_else(script_lost)));
                 }
             }
         }
@@ -379,31 +378,75 @@ impl Queue {
     }
 }
 
+/// Answers the callers of `batch` from the script's reply to it, and
+/// empties it.
+fn answer(batch: &mut Vec<Request>, reply: NodeResult<Value>) {
+    let results = match reply {
+        // The script answers a batch of one with its bare result.
+        Ok(result) if batch.len() == 1 && !matches!(result, Value::Array(_)) => Ok(vec![result]),
+        Ok(Value::Array(results)) if results.len() == batch.len() => Ok(results),
+        Ok(other) => Err(format!("unexpected reply to the lock script: {other:?}")),
+        Err(failure) => Err(failure),
+    };
+    match results {
+        Ok(results) => {
+            for (request, result) in batch.drain(..).zip(results) {
+                let _ = request.reply.send(parse(result));
+            }
+        }
+        Err(failure) => {
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Err(failure.clone()));
+            }
+        }
+    }
+}
+
+/// Why an acquire or extend fails when the node had lost the script.
+const NOT_SENT_AGAIN: &str = "the node had lost the lock script (it restarted, or its \
+    scripts were flushed); the script is loaded again, but an acquire or extend \
+    is not sent again: it could run after a release sent behind it";
+
+fn script_lost() -> String {
+    "the node lost the lock script again as it was loaded".to_owned()
+}
+
 impl Link {
     /// Sends `op` alone and returns its result.
     async fn exchange_one(self: Arc<Self>, op: Op) -> NodeResult<i64> {
-        parse(self.call(std::iter::once(&op), op.goes_bare()).await?)
+        let bare = op.goes_bare();
+        match self.call(std::iter::once(&op), bare).await? {
+            Some(reply) => parse(reply),
+            None if op.must_run() => {
+                let reply = self.call(std::iter::once(&op), bare).await?;
+                parse(reply.ok_or_else(script_lost)?)
+            }
+            None => Err(NOT_SENT_AGAIN.to_owned()),
+        }
     }
 
     /// One `EVALSHA` carrying `ops` (one `bare` operation, or operations
-    /// with heads), loading the script first if the node lost it.
+    /// with heads). `None` when the node had lost the script (it restarted,
+    /// or its scripts were flushed): nothing ran, and the script is loaded
+    /// again. The caller sends again only what must run (releases and
+    /// fences): the calls already on their way to the node all fail so,
+    /// and each sends itself again, in no set order; an acquire sent again
+    /// could run after the release that undoes it, and leave its key there
+    /// until the TTL. A release or fence runs the same in any order.
     async fn call<'a>(
         &self,
         ops: impl Iterator<Item = &'a Op> + Clone,
         bare: bool,
-    ) -> NodeResult<Value> {
+    ) -> NodeResult<Option<Value>> {
         let (client, script) = (&self.client, &self.script);
-        let (keys, args) = encode(ops.clone(), bare);
-        let reply = match client.evalsha(script.sha1().clone(), keys, args).await {
-            // A restarted node has an empty script cache.
+        let (keys, args) = encode(ops, bare);
+        match client.evalsha(script.sha1().clone(), keys, args).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 script.load(client).await.map_err(super::redis::describe)?;
-                let (keys, args) = encode(ops, bare);
-                client.evalsha(script.sha1().clone(), keys, args).await
+                Ok(None)
             }
-            reply => reply,
-        };
-        reply.map_err(super::redis::describe)
+            reply => reply.map(Some).map_err(super::redis::describe),
+        }
     }
 }
 
