@@ -148,8 +148,11 @@ async fn a_release_does_not_wait_for_a_node_that_is_down_and_reaches_it_when_it_
         .expect("released on the two others");
 
     // The node comes back with the lock's key (appendfsync always); the
-    // release it missed is sent once the engine reconnects.
+    // release it missed is sent once the engine reconnects. It stays down
+    // 12 s, longer than the client keeps a call handed to it meanwhile (it
+    // gives up after about 10 s): the release waits in the engine's queue.
     let key = engine.key("d", None).unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
     nodes.servers[0].restart();
     nodes.wait_until_node_takes_part(&engine, 0).await;
     nodes.values_when(&key, gone).await;

@@ -116,9 +116,9 @@ impl RedlockBuilder {
     /// bytes per operation.
     ///
     /// A release to a node that is down waits for the node's return, so a
-    /// node back within seconds drops the keys it missed. At the bound, a
-    /// new acquire or extension fails at once on that node, and a new
-    /// release takes the place of the oldest operation waiting, which
+    /// node that comes back with its keys drops the ones it missed. At the
+    /// bound, a new acquire or extension fails at once on that node, and a
+    /// new release takes the place of the oldest operation waiting, which
     /// fails: its keys on that node expire at their TTL. Raise it if this
     /// process holds more locks than this at once.
     pub fn node_backlog(mut self, operations: usize) -> Self {

@@ -20,26 +20,32 @@
 //! to finish before its own; anything else a dropped leader started goes
 //! to a task, with what is queued behind it.
 //!
-//! What waits is bounded (the engine's `node_backlog`), so a node that is
-//! down or stalled under load costs bounded memory. At the bound, a new
-//! acquire or extend fails at once (the node could not answer it in time),
-//! and a new release or fence takes the place of the oldest operation
-//! waiting, which fails: the oldest are the acquires their callers gave up
-//! on, and the releases whose keys expire first.
+//! From the moment the client announces a connection error until it has
+//! reconnected, what is queued stays here rather than in the client's own
+//! queue, which has no bound, sends what it holds late, and drops it after
+//! about 10 s (a release among it is lost); it goes out once the client is
+//! back. What waits is bounded (the engine's `node_backlog`), so a node
+//! that is down or stalled under load costs bounded memory. At the bound, a
+//! new acquire or extend fails at once (the node could not answer it in
+//! time), and a new release or fence takes the place of the oldest
+//! operation waiting, which fails: the oldest are the acquires their
+//! callers gave up on, and the releases whose keys expire first.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use fred::clients::Client;
-use fred::interfaces::LuaInterface;
+use fred::interfaces::{EventInterface, LuaInterface};
 use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use tokio::sync::oneshot;
 
+use super::health::{Health, MARK};
 use super::NodeResult;
 use crate::resource::LockKeys;
 
@@ -183,6 +189,11 @@ pub(crate) struct Queue {
 struct Link {
     client: Client,
     script: Script,
+    /// Whether the connection can carry a call now.
+    health: Arc<Health>,
+    /// Set when the engine closes the connection: from then on nothing
+    /// waits for a reconnection.
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -211,9 +222,14 @@ type Call = Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>;
 type Exchange = Pin<Box<dyn Future<Output = Vec<Request>> + Send>>;
 
 impl Queue {
-    pub fn new(client: Client, script: Script, backlog: usize) -> Arc<Queue> {
+    pub fn new(client: Client, script: Script, health: Arc<Health>, backlog: usize) -> Arc<Queue> {
         Arc::new(Queue {
-            link: Arc::new(Link { client, script }),
+            link: Arc::new(Link {
+                client,
+                script,
+                health,
+                closed: AtomicBool::new(false),
+            }),
             state: Mutex::new(State::default()),
             backlog,
         })
@@ -268,12 +284,24 @@ impl Queue {
     async fn drain(self: Arc<Self>) {
         let mut emptied = Vec::new();
         let mut exchange: Option<Exchange> = None;
+        let mut reconnection: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         std::future::poll_fn(|cx| loop {
             if let Some(call) = exchange.as_mut() {
                 emptied = ready!(call.as_mut().poll(cx));
                 exchange = None;
             }
+            if let Some(wait) = reconnection.as_mut() {
+                ready!(wait.as_mut().poll(cx));
+                reconnection = None;
+            }
             let mut state = self.lock();
+            // While the client reconnects, what waits stays here, within
+            // the backlog (see the module doc).
+            if !state.pending.is_empty() && !self.link.can_send() {
+                drop(state);
+                reconnection = Some(Box::pin(self.link.clone().reconnection()));
+                continue;
+            }
             let Some(batch) = self.take_batch(&mut state, std::mem::take(&mut emptied)) else {
                 return Poll::Ready(());
             };
@@ -298,6 +326,12 @@ impl Queue {
         } else {
             tokio::spawn(self.clone().drain());
         }
+    }
+
+    /// The engine closes the connection: operations no longer wait for it
+    /// to come back.
+    pub fn close(&self) {
+        self.link.closed.store(true, Ordering::Relaxed);
     }
 
     /// Why an operation is not sent when the backlog is full.
@@ -412,6 +446,24 @@ fn script_lost() -> String {
 }
 
 impl Link {
+    /// Whether a call made now goes to the node: its connection is up (see
+    /// `health`: from the moment the client announces an error, not tens of
+    /// milliseconds later when it reports itself disconnected, and a call
+    /// handed to it meanwhile would wait in its queue), or closed for good
+    /// (the call then fails at once).
+    fn can_send(&self) -> bool {
+        self.closed.load(Ordering::Relaxed) || self.health.is_up(&self.client, true)
+    }
+
+    /// Waits until the client reconnects, at most [`MARK`] (how long an
+    /// error counts without a reconnection).
+    async fn reconnection(self: Arc<Self>) {
+        let mut reconnections = self.client.reconnect_rx();
+        if !self.can_send() {
+            let _ = tokio::time::timeout(MARK, reconnections.recv()).await;
+        }
+    }
+
     /// Sends `op` alone and returns its result.
     async fn exchange_one(self: Arc<Self>, op: Op) -> NodeResult<i64> {
         let bare = op.goes_bare();
@@ -547,12 +599,15 @@ impl Drop for InFlight {
             }
         }
         let queue = self.queue.clone();
+        if let Some(op) = unsent {
+            // First, where its leader would have sent it, and the task sends
+            // it with what queued behind it.
+            let (reply, _) = oneshot::channel();
+            queue.lock().pending.push_front(Request { op, reply });
+        }
         tokio::spawn(async move {
             if let Some(sent) = sent {
                 let _ = sent.await;
-            }
-            if let Some(op) = unsent {
-                let _ = bounded(queue.link.clone().exchange_one(op)).await;
             }
             queue.drain().await;
         });
@@ -603,7 +658,8 @@ mod tests {
 
     /// A queue whose client never connects: for what happens before a call.
     fn unconnected_queue() -> Arc<Queue> {
-        Queue::new(Client::default(), Script::from_lua("return 0"), 4)
+        let health = Arc::new(Health::new());
+        Queue::new(Client::default(), Script::from_lua("return 0"), health, 4)
     }
 
     fn one_key() -> LockKeys {
@@ -707,6 +763,28 @@ mod tests {
         assert!(oldest.contains("made way for a newer release"), "{oldest}");
         // The others, and the newest, still wait for the node.
         assert!(waiting.iter_mut().all(|turn| poll_once(turn).is_pending()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_waits_for_a_reconnection_stays_in_the_queue_until_it_is_closed() {
+        let queue = unconnected_queue();
+        // A call out, so that these wait, and a task to send them.
+        queue.lock().calls = 1;
+        let turns: Vec<Turn> = (0..3).map(|_| queue.run(release())).collect();
+        assert_eq!(queue.lock().calls, 2, "a task was started");
+        // Paused time runs through many reconnection waits.
+        tokio::time::sleep(BATCH_TIMEOUT * 5).await;
+        assert_eq!(
+            queue.lock().pending.len(),
+            3,
+            "nothing is handed to a client that is not connected"
+        );
+
+        queue.close();
+        for turn in turns {
+            assert!(turn.await.is_err(), "a closed client fails the call");
+        }
+        assert!(queue.lock().pending.is_empty());
     }
 
     #[test]

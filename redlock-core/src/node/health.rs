@@ -26,7 +26,7 @@ use tokio::sync::broadcast::{error::TryRecvError, Receiver};
 /// How long a connection error counts if fred neither reports the
 /// connection closed nor announces a reconnection: past its first
 /// reconnection delays.
-const MARK: Duration = Duration::from_secs(1);
+pub(crate) const MARK: Duration = Duration::from_secs(1);
 
 /// The state of one node's connection.
 pub(crate) struct Health {

@@ -23,7 +23,7 @@ pub(crate) struct RedisNode {
     script: Script,
     queue: Arc<Queue>,
     /// Whether the connection can carry a call now.
-    health: Health,
+    health: Arc<Health>,
 }
 
 impl RedisNode {
@@ -62,13 +62,19 @@ impl RedisNode {
             .build_subscriber_client()
             .map_err(|e| e.details().to_owned())?;
         let script = Script::from_lua(scripts::BATCH);
-        let queue = Queue::new(client.clone(), script.clone(), settings.backlog);
+        let health = Arc::new(Health::new());
+        let queue = Queue::new(
+            client.clone(),
+            script.clone(),
+            health.clone(),
+            settings.backlog,
+        );
         Ok(RedisNode {
             client,
             subscriber,
             script,
             queue,
-            health: Health::new(),
+            health,
         })
     }
 
@@ -85,6 +91,7 @@ impl RedisNode {
 
     /// Closes the connections (best effort).
     pub async fn quit(&self) {
+        self.queue.close();
         let _ = self.client.quit().await;
         let _ = self.subscriber.quit().await;
     }
