@@ -414,3 +414,92 @@ async fn a_node_that_lost_the_script_runs_each_release_after_its_acquire() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Waiting for locks while a node is down leaves nothing waiting for that
+/// node, and a key still watched when it comes back is watched there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_keys_while_a_node_is_down_leaves_no_task_waiting_for_it() {
+    let mut nodes = Nodes::start(3);
+    let holder = nodes.engine("t", quick()).await;
+    let waiter = nodes.engine("t", quick()).await;
+    nodes.servers[0].kill();
+    // The waiter's engine has seen node 0 go.
+    let probe = holder.acquire(&["probe"], LockOptions::default());
+    let probe = probe.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let once = LockOptions::default().wait(Duration::ZERO);
+        let err = waiter.acquire(&["probe"], once).await.unwrap_err();
+        if err.to_string().contains("not connected") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 0 still looks up: {err}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    probe.release().await.unwrap();
+    let resources: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    let mut held = Vec::new();
+    for resource in &resources {
+        let lock = holder
+            .acquire(&[resource.as_str()], LockOptions::default())
+            .await;
+        held.push(lock.unwrap());
+    }
+    // One caller keeps watching k0 across the node's return.
+    let long = {
+        let waiter = waiter.clone();
+        tokio::spawn(async move { waiter.acquire(&["k0"], LockOptions::default()).await })
+    };
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+
+    // Each of these watches its key, then gives up.
+    let waits: Vec<_> = resources[1..]
+        .iter()
+        .map(|resource| {
+            let (waiter, resource) = (waiter.clone(), resource.clone());
+            tokio::spawn(async move {
+                let options = LockOptions::default().wait(Duration::from_millis(50));
+                waiter
+                    .acquire(&[resource.as_str()], options)
+                    .await
+                    .unwrap_err()
+            })
+        })
+        .collect();
+    for wait in waits {
+        wait.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tasks() > before + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "{} tasks alive, {before} before 199 keys were watched",
+            tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    nodes.servers[0].restart();
+    let inspector = nodes.servers[0].client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts: Vec<Value> = inspector.pubsub_numsub("redlock_t:~:k0").await.unwrap();
+        if counts[1].as_i64() == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "k0 is not watched on node 0 again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for lock in held {
+        lock.release().await.unwrap();
+    }
+    long.await.unwrap().unwrap().release().await.unwrap();
+}

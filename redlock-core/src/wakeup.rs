@@ -4,7 +4,8 @@
 //! The release script publishes the released value on the channel named
 //! after each deleted key. A caller that lost an attempt to another holder
 //! watches the lock's keys: the engine subscribes to their channels on every
-//! node (one subscription per key, however many local waiters). A release
+//! node that is connected, and a node's new connection to every key watched
+//! then (one subscription per key, however many local waiters). A release
 //! wakes one waiter, the longest waiting, once the lock can be taken: when
 //! a quorum of nodes reported it (the messages carry the released value,
 //! which tells one release from the next), or when this engine's own release
@@ -36,8 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use fred::clients::SubscriberClient;
-use fred::interfaces::{EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::{Key, Value};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
@@ -179,21 +181,29 @@ impl Wakeup {
         })
     }
 
-    /// Starts one listener per node; abort them when the engine goes.
+    /// Starts one listener per node, which also subscribes the node's new
+    /// connection to every watched key; abort them when the engine goes.
     pub fn listen(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         self.subscribers
             .iter()
             .map(|subscriber| {
-                let (wakeup, mut messages) = (self.clone(), subscriber.message_rx());
+                let wakeup = self.clone();
+                let mut messages = subscriber.message_rx();
+                let mut reconnections = subscriber.reconnect_rx();
+                let subscriber = subscriber.clone();
                 tokio::spawn(async move {
                     loop {
-                        match messages.recv().await {
-                            Ok(message) => wakeup.wake(&message.channel, &message.value),
-                            // Messages were dropped: wake everyone rather than miss one.
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                                wakeup.wake_all()
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        tokio::select! {
+                            message = messages.recv() => match message {
+                                Ok(message) => wakeup.wake(&message.channel, &message.value),
+                                // Messages were dropped: wake everyone rather than miss one.
+                                Err(RecvError::Lagged(_)) => wakeup.wake_all(),
+                                Err(RecvError::Closed) => return,
+                            },
+                            reconnected = reconnections.recv() => match reconnected {
+                                Ok(_) | Err(RecvError::Lagged(_)) => wakeup.resubscribe(&subscriber),
+                                Err(RecvError::Closed) => return,
+                            },
                         }
                     }
                 })
@@ -275,18 +285,54 @@ impl Wakeup {
     }
 
     fn subscribe(&self, key: &str) {
-        for subscriber in &self.subscribers {
+        for subscriber in self.connected() {
             let (subscriber, key) = (subscriber.clone(), key.to_owned());
-            tokio::spawn(async move { subscriber.subscribe(key).await });
+            tokio::spawn(bounded(async move { subscriber.subscribe(key).await }));
         }
     }
 
     fn unsubscribe(&self, key: &str) {
-        for subscriber in &self.subscribers {
+        for subscriber in self.connected() {
             let (subscriber, key) = (subscriber.clone(), key.to_owned());
-            tokio::spawn(async move { subscriber.unsubscribe(key).await });
+            tokio::spawn(bounded(async move { subscriber.unsubscribe(key).await }));
         }
     }
+
+    /// The subscribers whose connection is up. A subscription change sent
+    /// to one that is reconnecting would wait in a task for the node's
+    /// return (two per watched key); instead, its new connection is
+    /// subscribed to what is watched then (see [`Wakeup::resubscribe`]).
+    /// Called under the `watched` lock, as `resubscribe` reads it, so that
+    /// a key watched as the node comes back is in one or the other.
+    fn connected(&self) -> impl Iterator<Item = &SubscriberClient> {
+        self.subscribers.iter().filter(|s| s.is_connected())
+    }
+
+    /// Subscribes a node's new connection to every key watched once the
+    /// client reports itself connected (it announces the reconnection just
+    /// before): a key watched after that subscribes itself.
+    fn resubscribe(self: &Arc<Self>, subscriber: &SubscriberClient) {
+        let (wakeup, subscriber) = (self.clone(), subscriber.clone());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(SUBSCRIPTION_TIMEOUT, subscriber.wait_for_connect()).await;
+            let keys: Vec<String> = {
+                let watched = wakeup.watched.lock().unwrap_or_else(|e| e.into_inner());
+                watched.keys().cloned().collect()
+            };
+            if !keys.is_empty() {
+                bounded(subscriber.subscribe(keys)).await;
+            }
+        });
+    }
+}
+
+/// How long a subscription change may wait for its node (one that stops
+/// answering, or dies as the change is sent).
+const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `change`, given up after [`SUBSCRIPTION_TIMEOUT`].
+async fn bounded<T>(change: impl Future<Output = T>) {
+    let _ = tokio::time::timeout(SUBSCRIPTION_TIMEOUT, change).await;
 }
 
 /// A waiter's interest in some keys.

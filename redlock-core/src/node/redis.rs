@@ -82,9 +82,8 @@ impl RedisNode {
     pub async fn connect(&self) -> NodeResult<()> {
         self.client.init().await.map_err(describe)?;
         self.health.watch(&self.client);
+        // Its subscriptions follow the watched keys, also across reconnections (see `wakeup`).
         self.subscriber.init().await.map_err(describe)?;
-        // Re-subscribes after a reconnect.
-        drop(self.subscriber.manage_subscriptions());
         self.script.load(&self.client).await.map_err(describe)?;
         Ok(())
     }
