@@ -89,20 +89,21 @@ async fn contention_reports_who_holds_it_then_hands_over_on_release() {
     lock.release().await.unwrap();
 }
 
+/// Options of a waiter that would retry only after 60 s: within `wait`, it
+/// can have the lock only through a release's message.
+fn woken_by_messages_only(wait: Duration) -> LockOptions {
+    LockOptions::default()
+        .retry_delay(Duration::from_secs(60))
+        .retry_jitter(Duration::from_millis(1))
+        .wait(wait)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_of_another_engine_is_woken_by_the_release_not_its_timer() {
     let nodes = Nodes::start(3);
     let holder = nodes.engine("t", quick()).await;
-    // The waiter would retry only after 60 s: it can have the lock sooner
-    // only through the release's message.
     let waiter = nodes
-        .engine(
-            "t",
-            LockOptions::default()
-                .retry_delay(Duration::from_secs(60))
-                .retry_jitter(Duration::from_millis(1))
-                .wait(Duration::from_secs(120)),
-        )
+        .engine("t", woken_by_messages_only(Duration::from_secs(120)))
         .await;
     let lock = holder
         .acquire(&["busy"], LockOptions::default())
@@ -155,15 +156,8 @@ async fn a_waiter_of_another_engine_is_woken_by_the_release_not_its_timer() {
 async fn a_busy_engine_does_not_starve_the_waiters_of_another() {
     let nodes = Nodes::start(3);
     let busy = nodes.engine("t", quick()).await;
-    // Only a release's message can wake it: its timer would wait 60 s.
     let waiter = nodes
-        .engine(
-            "t",
-            LockOptions::default()
-                .retry_delay(Duration::from_secs(60))
-                .retry_jitter(Duration::from_millis(1))
-                .wait(Duration::from_secs(10)),
-        )
+        .engine("t", woken_by_messages_only(Duration::from_secs(10)))
         .await;
     let stop = Arc::new(AtomicBool::new(false));
     let holds = Arc::new(tokio::sync::Semaphore::new(0));
