@@ -3,17 +3,24 @@
 
 use fred::clients::{Client, SubscriberClient};
 use fred::error::Error as FredError;
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::AbortHandle;
 
 use super::batch::{Op, Queue, Turn};
 use super::health::Health;
 use super::{NodeResult, NodeSettings};
 use crate::resource::LockKeys;
 use crate::scripts;
+
+/// How long a reload of the script after a reconnection may take.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Redis server as a lock node.
 pub(crate) struct RedisNode {
@@ -24,6 +31,8 @@ pub(crate) struct RedisNode {
     queue: Arc<Queue>,
     /// Whether the connection can carry a call now.
     health: Arc<Health>,
+    /// The task that loads the script again after each reconnection.
+    reloader: Mutex<Option<AbortHandle>>,
 }
 
 impl RedisNode {
@@ -75,6 +84,7 @@ impl RedisNode {
             script,
             queue,
             health,
+            reloader: Mutex::new(None),
         })
     }
 
@@ -85,7 +95,35 @@ impl RedisNode {
         // Its subscriptions follow the watched keys, also across reconnections (see `wakeup`).
         self.subscriber.init().await.map_err(describe)?;
         self.script.load(&self.client).await.map_err(describe)?;
+        self.reload_after_reconnections();
         Ok(())
+    }
+
+    /// Loads the script again each time the client reconnects: the node may
+    /// have restarted without it, and each call that finds it missing fails
+    /// an acquire there (see `batch`), however long after the restart. A
+    /// call made before the load lands still finds it missing.
+    fn reload_after_reconnections(&self) {
+        let (client, script) = (self.client.clone(), self.script.clone());
+        let mut reconnections = self.client.reconnect_rx();
+        let task = tokio::spawn(async move {
+            loop {
+                match reconnections.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        let _ = tokio::time::timeout(RELOAD_TIMEOUT, script.load(&client)).await;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        let previous = self.reloader().replace(task.abort_handle());
+        if let Some(previous) = previous {
+            previous.abort();
+        }
+    }
+
+    fn reloader(&self) -> std::sync::MutexGuard<'_, Option<AbortHandle>> {
+        self.reloader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Closes the connections (best effort).
@@ -147,6 +185,15 @@ impl RedisNode {
             return Err("not connected (reconnecting)".to_owned());
         }
         Ok(self.queue.run(op))
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        // Its task holds a client, which would keep the connection open.
+        if let Some(reloader) = self.reloader().take() {
+            reloader.abort();
+        }
     }
 }
 
