@@ -529,3 +529,23 @@ async fn watching_keys_while_a_node_is_down_leaves_no_task_waiting_for_it() {
     }
     long.await.unwrap().unwrap().release().await.unwrap();
 }
+
+/// A release sent as its node dies, before the client has seen the
+/// connection close, is sent again on the new connection: the node, back
+/// with its keys, drops the lock's key then, not at its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_sent_as_its_node_dies_reaches_it_when_it_returns() {
+    let mut nodes = Nodes::start_persistent(3);
+    let engine = nodes.engine("t", quick()).await;
+    for round in 0..8 {
+        let resource = format!("dying{round}");
+        let options = LockOptions::default();
+        let lock = engine.acquire(&[resource.as_str()], options).await.unwrap();
+        nodes.servers[0].kill();
+        lock.release().await.expect("released on the two others");
+        nodes.servers[0].restart();
+        // The key's TTL is 30 s: only the release can remove it within the bound.
+        let key = engine.key(&resource, None).unwrap();
+        nodes.values_when(&key, gone).await;
+    }
+}

@@ -60,9 +60,12 @@ impl RedisNode {
             .with_connection_config(|c| {
                 c.connection_timeout = settings.connect_timeout;
                 c.internal_command_timeout = settings.connect_timeout;
-                // A lock command is either answered quickly or voted as failed;
-                // resending it after a reconnect only delays the verdict.
-                c.max_command_attempts = 1;
+                // A call written to a connection that then closes is sent
+                // again on the next one, in order: a release sent as its
+                // node died reaches it if it comes back with its keys (4 of
+                // 10 were lost with one attempt). Its caller does not wait
+                // for that: it is bounded by its timeout or the quorum.
+                c.max_command_attempts = 2;
             })
             // Keep reconnecting forever, at most once a second, so a restarted node rejoins.
             .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2));
