@@ -103,9 +103,9 @@ impl RedisNode {
     }
 
     /// Loads the script again each time the client reconnects: the node may
-    /// have restarted without it, and each call that finds it missing fails
-    /// an acquire there (see `batch`), however long after the restart. A
-    /// call made before the load lands still finds it missing.
+    /// have restarted without it, and an acquire that finds it missing fails
+    /// there (see `batch`), however long after the restart it comes. One
+    /// made before the load lands still does.
     fn reload_after_reconnections(&self) {
         let (client, script) = (self.client.clone(), self.script.clone());
         let mut reconnections = self.client.reconnect_rx();
