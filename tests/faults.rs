@@ -7,7 +7,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::CustomCommand;
 use redlock::{Error, LockOptions, Redlock, Vote};
-use support::{gone, quick, Nodes};
+use support::{gone, quick, wait_until_seen_down, Nodes};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,28 +117,7 @@ async fn a_release_does_not_wait_for_a_node_that_is_down_and_reaches_it_when_it_
     let engine = nodes.engine("t", options.clone()).await;
     let lock = engine.acquire(&["d"], options.clone()).await.unwrap();
     nodes.servers[0].kill();
-    // A call sent before the client saw the connection close may still
-    // wait for the node: the probes' own releases (of their failed
-    // attempts) wait briefly.
-    let probe = options
-        .clone()
-        .node_timeout(Duration::from_millis(200))
-        .wait(Duration::ZERO);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let err = engine.acquire(&["d"], probe.clone()).await.unwrap_err();
-        let Error::NotAcquired { votes, .. } = &err else {
-            panic!("the lock is held on the two others: {err}");
-        };
-        if matches!(&votes.0[0].vote, Vote::Failed(reason) if reason.contains("not connected")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the engine never saw node 0 go: {err}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_seen_down(&engine, "d", 0).await;
 
     // Two live nodes answer in milliseconds; the client gives up on the
     // down one after about 10 s, and the node timeout is 30 s.
@@ -449,19 +428,9 @@ async fn watching_keys_while_a_node_is_down_leaves_no_task_waiting_for_it() {
     let holder = nodes.engine("t", quick()).await;
     let waiter = nodes.engine("t", quick()).await;
     nodes.servers[0].kill();
-    // The waiter's engine has seen node 0 go.
     let probe = holder.acquire(&["probe"], LockOptions::default());
     let probe = probe.await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let once = LockOptions::default().wait(Duration::ZERO);
-        let err = waiter.acquire(&["probe"], once).await.unwrap_err();
-        if err.to_string().contains("not connected") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node 0 still looks up: {err}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_seen_down(&waiter, "probe", 0).await;
     probe.release().await.unwrap();
     let resources: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
     let mut held = Vec::new();

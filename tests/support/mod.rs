@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::CustomCommand;
-use redlock::{LockOptions, Redlock};
+use redlock::{Error, LockOptions, Redlock, Vote};
 
 /// How long a server may take to accept connections after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -397,4 +397,34 @@ pub fn gone(values: &[Option<String>]) -> bool {
 /// Whether every node holds the key, with one value (for [`Nodes::values_when`]).
 pub fn everywhere(values: &[Option<String>]) -> bool {
     values.first().is_some_and(Option::is_some) && values.iter().all(|v| *v == values[0])
+}
+
+/// Waits until `engine` votes node `node` "not connected": it has seen the
+/// node go. Each probe is an attempt on `resource`, which must be held so
+/// that the attempt fails and shows its votes. Panics after 30 s.
+pub async fn wait_until_seen_down(engine: &Redlock, resource: &str, node: usize) {
+    // A call sent before the client saw the connection close may still
+    // wait for the node: the probes' own releases (of their failed
+    // attempts) wait briefly.
+    let probe = LockOptions::default()
+        .node_timeout(Duration::from_millis(200))
+        .wait(Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let err = engine
+            .acquire(&[resource], probe.clone())
+            .await
+            .unwrap_err();
+        let Error::NotAcquired { votes, .. } = &err else {
+            panic!("{resource} is held on the other nodes: {err}");
+        };
+        if matches!(&votes.0[node].vote, Vote::Failed(reason) if reason.contains("not connected")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine never saw node {node} go: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

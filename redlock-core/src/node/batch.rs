@@ -404,7 +404,8 @@ impl Queue {
                 if !again.is_empty() {
                     let calls = again.iter().map(|r| &r.op);
                     let reply = bounded(self.link.call(calls, false)).await;
-                    answer(&mut again, reply.and_then(|r| r.ok_or_else(script_lost)));
+                    let reply = reply.and_then(|r| r.ok_or_else(|| SCRIPT_LOST_AGAIN.to_owned()));
+                    answer(&mut again, reply);
                 }
             }
         }
@@ -441,9 +442,8 @@ const NOT_SENT_AGAIN: &str = "the node had lost the lock script (it restarted, o
     scripts were flushed); the script is loaded again, but an acquire or extend \
     is not sent again: it could run after a release sent behind it";
 
-fn script_lost() -> String {
-    "the node lost the lock script again as it was loaded".to_owned()
-}
+/// Why a release or fence sent again fails when the script is missing again.
+const SCRIPT_LOST_AGAIN: &str = "the node lost the lock script again as it was loaded";
 
 impl Link {
     /// Whether a call made now goes to the node: its connection is up (see
@@ -471,7 +471,7 @@ impl Link {
             Some(reply) => parse(reply),
             None if op.must_run() => {
                 let reply = self.call(std::iter::once(&op), bare).await?;
-                parse(reply.ok_or_else(script_lost)?)
+                parse(reply.ok_or_else(|| SCRIPT_LOST_AGAIN.to_owned())?)
             }
             None => Err(NOT_SENT_AGAIN.to_owned()),
         }

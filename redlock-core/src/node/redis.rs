@@ -7,7 +7,7 @@ use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -32,7 +32,7 @@ pub(crate) struct RedisNode {
     /// Whether the connection can carry a call now.
     health: Arc<Health>,
     /// The task that loads the script again after each reconnection.
-    reloader: Mutex<Option<AbortHandle>>,
+    reloader: OnceLock<AbortHandle>,
 }
 
 impl RedisNode {
@@ -87,7 +87,7 @@ impl RedisNode {
             script,
             queue,
             health,
-            reloader: Mutex::new(None),
+            reloader: OnceLock::new(),
         })
     }
 
@@ -119,14 +119,9 @@ impl RedisNode {
                 }
             }
         });
-        let previous = self.reloader().replace(task.abort_handle());
-        if let Some(previous) = previous {
-            previous.abort();
+        if let Err(second) = self.reloader.set(task.abort_handle()) {
+            second.abort();
         }
-    }
-
-    fn reloader(&self) -> std::sync::MutexGuard<'_, Option<AbortHandle>> {
-        self.reloader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Closes the connections (best effort).
@@ -194,7 +189,7 @@ impl RedisNode {
 impl Drop for RedisNode {
     fn drop(&mut self) {
         // Its task holds a client, which would keep the connection open.
-        if let Some(reloader) = self.reloader().take() {
+        if let Some(reloader) = self.reloader.get() {
             reloader.abort();
         }
     }
