@@ -11,8 +11,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::CustomCommand;
 use redlock::LockOptions;
-use support::{quick, Nodes};
-use tokio::time::Instant;
+use support::{eventually, everywhere, quick, Nodes};
 
 const TASKS: usize = 200;
 const ROUNDS: usize = 5;
@@ -63,24 +62,22 @@ async fn callers_giving_up_midway_leave_every_queue_moving() {
 
     // A caller that gave up after some nodes said yes left its key there
     // until the TTL; a queue that stopped moving would never say yes again.
-    let deadline = Instant::now() + ttl * 10;
     for task in 0..TASKS {
         let resource = format!("r{task}");
         let key = engine.key(&resource, None).unwrap();
-        loop {
+        eventually(ttl * 10, || async {
             let options = LockOptions::default().wait(ttl * 10);
             let lock = engine.acquire(&[resource.as_str()], options).await.unwrap();
             let held = nodes.values(&key).await;
             lock.release().await.unwrap();
-            if held.iter().all(Option::is_some) {
-                break;
+            match everywhere(&held) {
+                true => Ok(()),
+                false => Err(format!(
+                    "{resource} is still not taken on every node: {held:?}"
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{resource} is still not taken on every node: {held:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::CustomCommand;
 use redlock::{Error, LockOptions, Redlock, Vote};
-use support::{gone, quick, wait_until_seen_down, Nodes};
+use support::{eventually, gone, quick, wait_until_seen_down, Nodes};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,14 +181,13 @@ async fn the_releases_a_down_node_misses_are_bounded_and_the_newest_reach_it() {
     };
     // The node restarted without the script: the calls on their way find
     // it missing and are sent again, in no set order.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while left(newest).await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the newest releases never reached the node"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(30), || async {
+        match left(newest).await {
+            0 => Ok(()),
+            n => Err(format!("{n} of the newest releases never reached the node")),
+        }
+    })
+    .await;
     let kept = left(older).await;
     assert!(
         kept >= LOCKS - BACKLOG - OUT,
@@ -308,16 +307,15 @@ async fn an_idle_engine_reloads_the_script_on_a_restarted_node() {
     let engine = nodes.engine("t", quick()).await;
     nodes.servers[0].restart();
     let inspector = nodes.servers[0].client().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), || async {
         let memory = CustomCommand::new_static("INFO", None, false);
         let info: String = inspector.custom(memory, vec!["memory"]).await.unwrap();
-        if info.contains("number_of_cached_scripts:1") {
-            break;
+        match info.contains("number_of_cached_scripts:1") {
+            true => Ok(()),
+            false => Err("the script was not loaded again".to_string()),
         }
-        assert!(Instant::now() < deadline, "the script was not loaded again");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     let once = LockOptions::default().wait(Duration::ZERO);
     let lock = engine
         .acquire(&["r"], once)
@@ -404,20 +402,15 @@ async fn a_node_that_lost_the_script_runs_each_release_after_its_acquire() {
             task.await.unwrap();
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), || async {
         let keys = CustomCommand::new_static("KEYS", None, false);
         let left: Vec<String> = inspector.custom(keys, vec!["redlock_t:*"]).await.unwrap();
-        if left.is_empty() {
-            return;
+        match left.is_empty() {
+            true => Ok(()),
+            false => Err(format!("node 0 still holds {} keys: {left:?}", left.len())),
         }
-        assert!(
-            Instant::now() < deadline,
-            "node 0 still holds {} keys: {left:?}",
-            left.len()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 /// Waiting for locks while a node is down leaves nothing waiting for that
@@ -469,30 +462,26 @@ async fn watching_keys_while_a_node_is_down_leaves_no_task_waiting_for_it() {
     for wait in waits {
         wait.await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tasks() > before + 20 {
-        assert!(
-            Instant::now() < deadline,
-            "{} tasks alive, {before} before 199 keys were watched",
-            tasks()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(10), || async {
+        match tasks() {
+            alive if alive <= before + 20 => Ok(()),
+            alive => Err(format!(
+                "{alive} tasks alive, {before} before 199 keys were watched"
+            )),
+        }
+    })
+    .await;
 
     nodes.servers[0].restart();
     let inspector = nodes.servers[0].client().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), || async {
         let counts: Vec<Value> = inspector.pubsub_numsub("redlock_t:~:k0").await.unwrap();
-        if counts[1].as_i64() == Some(1) {
-            break;
+        match counts[1].as_i64() {
+            Some(1) => Ok(()),
+            _ => Err("k0 is not watched on node 0 again".to_string()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "k0 is not watched on node 0 again"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     for lock in held {
         lock.release().await.unwrap();
     }
