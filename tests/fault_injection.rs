@@ -14,7 +14,7 @@ use std::time::Duration;
 use redlock::{Error, LockOptions, Redlock};
 use support::checker::{contend, Checker};
 use support::proxy::{Mode, Proxy};
-use support::{quick, Nodes};
+use support::{everywhere, quick, Nodes};
 use tokio::time::Instant;
 
 /// Three nodes, each behind a proxy.
@@ -195,12 +195,13 @@ async fn majority_faults_fail_within_the_wait_bound_and_leave_nothing_locked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_empty_under_a_held_lock() {
     let mut cluster = Cluster::start().await;
-    let holder = cluster.engine(quick().ttl(Duration::from_secs(2))).await;
+    // Far longer than the test: the rival gets in only because keys were lost.
+    let holder = cluster.engine(quick().ttl(Duration::from_secs(60))).await;
     let rival = cluster.engine(quick()).await;
     let try_rival = || {
         rival.acquire(
             &["e"],
-            LockOptions::default().wait(Duration::from_millis(200)),
+            LockOptions::default().wait(Duration::from_millis(500)),
         )
     };
 
@@ -209,6 +210,20 @@ async fn a_node_restarted_empty_under_a_held_lock() {
         .await
         .unwrap();
     let context = lock.context();
+    // A call in flight when its node dies is sent again on the next
+    // connection: the acquire, answered by a quorum, may still be on its
+    // way to a third node, and would write the lock back to a node that
+    // restarted empty. Its answers must be in first: the key is on every
+    // node, and the holder's later calls to each went through (a probe's
+    // release waits for every node that answers in time).
+    let key = holder.key("e", None).unwrap();
+    cluster.nodes.values_when(&key, everywhere).await;
+    for node in [0, 1] {
+        cluster
+            .nodes
+            .wait_until_node_takes_part(&holder, node)
+            .await;
+    }
     // One node of three forgets the lock: the other two still refuse the rival.
     cluster.nodes.servers[0].restart_empty();
     let err = try_rival().await.unwrap_err();
@@ -218,6 +233,11 @@ async fn a_node_restarted_empty_under_a_held_lock() {
     // it holds the lock. This is the documented limit (nodes must keep their
     // keys); the holder learns of it at its next extension.
     cluster.nodes.servers[1].restart_empty();
+    // Once the rival's connections to both are back (on a loaded machine,
+    // more than its wait).
+    for node in [0, 1] {
+        cluster.nodes.wait_until_node_takes_part(&rival, node).await;
+    }
     let stolen = try_rival()
         .await
         .expect("the documented unsafe case: a majority lost its data");
