@@ -10,7 +10,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redlock::{Error, LockOptions, OnLoss, Redlock, Vote};
-use support::{everywhere, gone, quick, Nodes};
+use support::{eventually, everywhere, gone, quick, Nodes};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,6 +197,64 @@ async fn a_busy_engine_does_not_starve_the_waiters_of_another() {
     assert!(meanwhile <= 300, "{meanwhile} holds went first in 5 turns");
     for task in loops {
         task.await.unwrap();
+    }
+}
+
+/// Waiters that give up leave a key, and a new waiter watches it again at
+/// once: the key stays subscribed on every node, in whatever order the
+/// engine's tasks run. When each subscription change was a task of its
+/// own, it failed 2 of 6 runs under two CPU hogs (a node left with no
+/// subscription), and passed unloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_left_and_watched_again_at_once_stays_subscribed() {
+    let nodes = Nodes::start(3);
+    let holder = nodes.engine("t", quick()).await;
+    let waiter = nodes.engine("t", quick()).await;
+    let mut inspectors = Vec::new();
+    for server in &nodes.servers {
+        inspectors.push(server.client().await);
+    }
+    for round in 0..100 {
+        let resource = format!("r{round}");
+        let options = LockOptions::default();
+        let lock = holder.acquire(&[resource.as_str()], options).await.unwrap();
+        let leaving: Vec<_> = (1..=4)
+            .map(|ms| {
+                let (waiter, resource) = (waiter.clone(), resource.clone());
+                tokio::spawn(async move {
+                    let options = LockOptions::default().wait(Duration::from_millis(ms));
+                    waiter
+                        .acquire(&[resource.as_str()], options)
+                        .await
+                        .unwrap_err()
+                })
+            })
+            .collect();
+        for task in leaving {
+            task.await.unwrap();
+        }
+        let staying = {
+            let (waiter, resource) = (waiter.clone(), resource.clone());
+            tokio::spawn(async move {
+                let options = LockOptions::default().wait(Duration::from_secs(30));
+                waiter.acquire(&[resource.as_str()], options).await
+            })
+        };
+        let channel = holder.key(&resource, None).unwrap();
+        eventually(Duration::from_secs(5), || async {
+            let mut subscribers = Vec::new();
+            for inspector in &inspectors {
+                let counts: Vec<Value> = inspector.pubsub_numsub(&channel).await.unwrap();
+                subscribers.push(counts[1].as_i64().unwrap_or_default());
+            }
+            match subscribers.iter().all(|&n| n == 1) {
+                true => Ok(()),
+                false => Err(format!("{channel} has {subscribers:?} subscribers")),
+            }
+        })
+        .await;
+        lock.release().await.unwrap();
+        staying.await.unwrap().unwrap().release().await.unwrap();
     }
 }
 
