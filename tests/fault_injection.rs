@@ -14,7 +14,7 @@ use std::time::Duration;
 use redlock::{Error, LockOptions, Redlock};
 use support::checker::{contend, Checker};
 use support::proxy::{Mode, Proxy};
-use support::{everywhere, quick, Nodes};
+use support::{everywhere, gone, quick, wait_until_seen_down, Nodes};
 use tokio::time::Instant;
 
 /// Three nodes, each behind a proxy.
@@ -254,6 +254,42 @@ async fn a_node_restarted_empty_under_a_held_lock() {
     assert!(matches!(err, Error::LockLost { .. }), "{err}");
     assert!(context.is_lost(), "the holder's context is told");
     stolen.release().await.unwrap();
+}
+
+/// A node whose connection goes silent without closing (the network drops
+/// everything: TCP would report it only after about 15 minutes) is probed
+/// once a call to it times out. While the probe goes unanswered, the node
+/// votes "not connected" at once instead of letting every call time out;
+/// once it answers, what waited for it arrives, and it takes part again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_connection_goes_silent_counts_as_down_until_it_answers() {
+    let cluster = Cluster::start().await;
+    let engine = Redlock::builder()
+        .app("t")
+        .nodes(cluster.proxies.iter().map(Proxy::url))
+        .defaults(quick().node_timeout(Duration::from_millis(200)))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let lock = engine
+        .acquire(&["held"], LockOptions::default())
+        .await
+        .unwrap();
+    let key = engine.key("held", None).unwrap();
+    cluster.nodes.values_when(&key, everywhere).await;
+
+    cluster.proxies[0].set(Mode::Hold);
+    // Attempts on the held resource time out on node 0 until the engine
+    // gives up on its connection.
+    wait_until_seen_down(&engine, "held", 0).await;
+    // The release waits for node 0 in its queue.
+    lock.release().await.unwrap();
+
+    // The network heals: what it held arrives, the probe first.
+    cluster.proxies[0].set(Mode::Pass);
+    cluster.nodes.wait_until_node_takes_part(&engine, 0).await;
+    cluster.nodes.values_when(&key, gone).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

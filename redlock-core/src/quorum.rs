@@ -95,9 +95,10 @@ where
             } else {
                 Vote::TimedOut(timeout)
             };
-            for (vote, slot) in votes.iter_mut().zip(&pending) {
+            for ((vote, slot), node) in votes.iter_mut().zip(&pending).zip(nodes) {
                 if slot.is_some() {
                     *vote = (gave_up.clone(), 0);
+                    node.no_answer();
                 }
             }
             return Poll::Ready(());

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
 /// What the proxy does with the bytes it reads.
@@ -16,10 +17,14 @@ pub enum Mode {
     Delay(Duration),
     /// Read and drop everything: the node seems to hang.
     Blackhole,
+    /// Forward nothing, and keep what was sent until the mode changes, as
+    /// a network that drops everything does (TCP sends it again once the
+    /// network heals): the connection goes silent, but stays whole.
+    Hold,
 }
 
 struct State {
-    mode: Mutex<Mode>,
+    mode: watch::Sender<Mode>,
     /// Refuse new connections (close them at once).
     refuse: Mutex<bool>,
     pumps: Mutex<Vec<AbortHandle>>,
@@ -40,7 +45,7 @@ impl Proxy {
             .expect("bind the proxy");
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State {
-            mode: Mutex::new(Mode::Pass),
+            mode: watch::Sender::new(Mode::Pass),
             refuse: Mutex::new(false),
             pumps: Mutex::new(Vec::new()),
         });
@@ -59,7 +64,7 @@ impl Proxy {
 
     /// Changes what happens to traffic from now on.
     pub fn set(&self, mode: Mode) {
-        *self.state.mode.lock().unwrap() = mode;
+        self.state.mode.send_replace(mode);
     }
 
     /// Closes every open connection, and refuses new ones until [`heal`](Proxy::heal).
@@ -113,14 +118,19 @@ async fn pump(
     state: Arc<State>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut mode = state.mode.subscribe();
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let mode = *state.mode.lock().unwrap();
-        match mode {
-            Mode::Pass => {}
+        // Held, the bytes read wait here, and the rest in the socket.
+        let now = match mode.wait_for(|mode| *mode != Mode::Hold).await {
+            Ok(now) => *now,
+            Err(_) => return,
+        };
+        match now {
+            Mode::Pass | Mode::Hold => {}
             Mode::Delay(delay) => tokio::time::sleep(delay).await,
             Mode::Blackhole => continue,
         }

@@ -82,6 +82,14 @@ impl Node {
         }
     }
 
+    /// A call went unanswered past its timeout: the node's connection may
+    /// have gone silent, and is probed (see `health`).
+    pub fn no_answer(&self) {
+        if let Backend::Redis(node) = &self.backend {
+            node.no_answer();
+        }
+    }
+
     pub async fn quit(&self) {
         if let Backend::Redis(node) = &self.backend {
             node.quit().await;

@@ -33,6 +33,9 @@ pub(crate) struct RedisNode {
     health: Arc<Health>,
     /// The task that loads the script again after each reconnection.
     reloader: OnceLock<AbortHandle>,
+    /// How long a silent connection has to answer a probe (see `health`):
+    /// the engine's connect timeout.
+    patience: Duration,
 }
 
 impl RedisNode {
@@ -88,6 +91,7 @@ impl RedisNode {
             queue,
             health,
             reloader: OnceLock::new(),
+            patience: settings.connect_timeout,
         })
     }
 
@@ -122,6 +126,11 @@ impl RedisNode {
         if let Err(second) = self.reloader.set(task.abort_handle()) {
             second.abort();
         }
+    }
+
+    /// See [`Node::no_answer`](super::Node::no_answer).
+    pub fn no_answer(&self) {
+        self.health.suspect(&self.client, self.patience);
     }
 
     /// Closes the connections (best effort).
@@ -180,7 +189,14 @@ impl RedisNode {
             if op.must_run() {
                 drop(self.queue.run(op));
             }
-            return Err("not connected (reconnecting)".to_owned());
+            return Err(match self.health.is_silent() {
+                true => format!(
+                    "not connected: the connection went silent (a probe had no answer \
+                     within {:?}); waiting for the node to answer again",
+                    self.patience
+                ),
+                false => "not connected (reconnecting)".to_owned(),
+            });
         }
         Ok(self.queue.run(op))
     }
