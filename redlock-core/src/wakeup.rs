@@ -334,15 +334,17 @@ impl Wakeup {
 /// unsubscribed on a node, its waiters left to their timers (5 of 300 in a
 /// probe on a loaded machine).
 fn send_now<T: Send + 'static>(change: impl Future<Output = T> + Send + 'static) {
-    let mut change = Box::pin(bounded(change));
+    let mut change = Box::pin(change);
     let waker = Waker::from(Arc::new(Unwoken));
+    // The change alone, without its bound: a timer polled here could find
+    // the runtime shutting down (a waiter dropped with it), and panic.
     if change
         .as_mut()
         .poll(&mut Context::from_waker(&waker))
         .is_pending()
     {
         // The task polls it again, with a waker of its own.
-        tokio::spawn(change);
+        tokio::spawn(bounded(change));
     }
 }
 
