@@ -10,7 +10,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redlock::{Error, LockOptions, OnLoss, Redlock, Vote};
-use support::{eventually, everywhere, gone, quick, Nodes};
+use support::{eventually, everywhere, gone, quick, spawn_acquire, Nodes};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,26 +220,15 @@ async fn a_key_left_and_watched_again_at_once_stays_subscribed() {
         let lock = holder.acquire(&[resource.as_str()], options).await.unwrap();
         let leaving: Vec<_> = (1..=4)
             .map(|ms| {
-                let (waiter, resource) = (waiter.clone(), resource.clone());
-                tokio::spawn(async move {
-                    let options = LockOptions::default().wait(Duration::from_millis(ms));
-                    waiter
-                        .acquire(&[resource.as_str()], options)
-                        .await
-                        .unwrap_err()
-                })
+                let options = LockOptions::default().wait(Duration::from_millis(ms));
+                spawn_acquire(&waiter, &resource, options)
             })
             .collect();
         for task in leaving {
-            task.await.unwrap();
+            task.await.unwrap().unwrap_err();
         }
-        let staying = {
-            let (waiter, resource) = (waiter.clone(), resource.clone());
-            tokio::spawn(async move {
-                let options = LockOptions::default().wait(Duration::from_secs(30));
-                waiter.acquire(&[resource.as_str()], options).await
-            })
-        };
+        let options = LockOptions::default().wait(Duration::from_secs(30));
+        let staying = spawn_acquire(&waiter, &resource, options);
         let channel = holder.key(&resource, None).unwrap();
         eventually(Duration::from_secs(5), || async {
             let mut subscribers = Vec::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::CustomCommand;
 use redlock::{Error, LockOptions, Redlock, Vote};
-use support::{eventually, gone, quick, wait_until_seen_down, Nodes};
+use support::{eventually, gone, quick, spawn_acquire, wait_until_seen_down, Nodes};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,10 +434,7 @@ async fn watching_keys_while_a_node_is_down_leaves_no_task_waiting_for_it() {
         held.push(lock.unwrap());
     }
     // One caller keeps watching k0 across the node's return.
-    let long = {
-        let waiter = waiter.clone();
-        tokio::spawn(async move { waiter.acquire(&["k0"], LockOptions::default()).await })
-    };
+    let long = spawn_acquire(&waiter, "k0", LockOptions::default());
     let tasks = || {
         tokio::runtime::Handle::current()
             .metrics()
@@ -449,18 +446,12 @@ async fn watching_keys_while_a_node_is_down_leaves_no_task_waiting_for_it() {
     let waits: Vec<_> = resources[1..]
         .iter()
         .map(|resource| {
-            let (waiter, resource) = (waiter.clone(), resource.clone());
-            tokio::spawn(async move {
-                let options = LockOptions::default().wait(Duration::from_millis(50));
-                waiter
-                    .acquire(&[resource.as_str()], options)
-                    .await
-                    .unwrap_err()
-            })
+            let options = LockOptions::default().wait(Duration::from_millis(50));
+            spawn_acquire(&waiter, resource, options)
         })
         .collect();
     for wait in waits {
-        wait.await.unwrap();
+        wait.await.unwrap().unwrap_err();
     }
     eventually(Duration::from_secs(10), || async {
         match tasks() {

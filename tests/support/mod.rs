@@ -425,6 +425,17 @@ pub async fn wait_until_seen_down(engine: &Redlock, resource: &str, node: usize)
     .await
 }
 
+/// `engine.acquire` of `resource` with `options`, in a task of its own: a
+/// waiter that a test leaves waiting, or lets give up.
+pub fn spawn_acquire(
+    engine: &Redlock,
+    resource: &str,
+    options: LockOptions,
+) -> tokio::task::JoinHandle<redlock::Result<redlock::Lock>> {
+    let (engine, resource) = (engine.clone(), resource.to_owned());
+    tokio::spawn(async move { engine.acquire(&[resource.as_str()], options).await })
+}
+
 /// Runs `probe` every 10 ms until it returns `Ok`, and gives what it
 /// holds. Panics after `within` with the last `Err`, which says what never
 /// came. For what a test cannot await as an event: a node's state, a
