@@ -280,8 +280,8 @@ async fn a_node_whose_connection_goes_silent_counts_as_down_until_it_answers() {
     cluster.nodes.values_when(&key, everywhere).await;
 
     cluster.proxies[0].set(Mode::Hold);
-    // Attempts on the held resource time out on node 0 until the engine
-    // gives up on its connection.
+    // Calls to node 0 time out (the attempts' clean-ups wait for it) until
+    // its probe goes unanswered and the engine counts it as silent.
     wait_until_seen_down(&engine, "held", 0).await;
     // The release waits for node 0 in its queue.
     lock.release().await.unwrap();
