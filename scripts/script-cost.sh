@@ -42,6 +42,7 @@ commands() {
       floor) resp SET "$k" $value NX PX 10000; resp EVALSHA "$release" 1 "$k" $value ;;
       floor-script) resp EVALSHA "$acquire" 1 "$k" $value 10000; resp EVALSHA "$release" 1 "$k" $value ;;
       fenced) resp EVALSHA "$batch" 2 "$k" "$f" $value 10000; resp EVALSHA "$batch" 1 "$k" $value ;;
+      plain) resp SET "$k" $value NX PX 10000 GET; resp EVALSHA "$batch" 1 "$k" $value ;;
       unfenced) resp EVALSHA "$batch" 1 "$k" $value 10000; resp EVALSHA "$batch" 1 "$k" $value ;;
       batch32)
         ((i % 32 == 0)) || continue
@@ -86,4 +87,5 @@ measure "floor: SET NX PX + compare-and-delete script" floor
 measure "floor, script acquire: one-line scripts" floor-script
 measure "lock script, fenced (the default)" fenced
 measure "lock script, fencing off" unfenced
+measure "fencing off, sent alone: SET NX PX GET + script" plain
 measure "lock script, fenced, in batches of 32" batch32

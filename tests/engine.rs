@@ -283,6 +283,51 @@ async fn multi_resource_locks_are_all_or_nothing() {
     nodes.values_when("redlock_t:~:b", gone).await;
 }
 
+/// Without fencing, a lock of one resource takes a plain `SET … NX GET` on
+/// each node instead of a script call, and excludes rivals of either kind
+/// as a fenced lock does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfenced_lock_takes_a_plain_set_and_excludes_like_a_fenced_one() {
+    let nodes = Nodes::start(3);
+    let plain = nodes.engine("t", quick().fencing(false)).await;
+    let fenced = nodes.engine("t", quick()).await;
+    let key = plain.key("r", None).unwrap();
+    let rival = |fencing| {
+        LockOptions::default()
+            .fencing(fencing)
+            .wait(Duration::from_millis(200))
+    };
+
+    let before = nodes.script_calls().await;
+    let lock = plain.acquire(&["r"], LockOptions::default()).await.unwrap();
+    assert_eq!(lock.fencing_token(), 0);
+    let held = nodes.values_when(&key, everywhere).await;
+    assert_eq!(nodes.script_calls().await, before, "no script call");
+    for fencing in [true, false] {
+        let err = fenced.acquire(&["r"], rival(fencing)).await.unwrap_err();
+        let Error::NotAcquired { votes, .. } = &err else {
+            panic!("expected NotAcquired, got {err}");
+        };
+        assert!(votes.count(&Vote::Held) >= 2, "{err}");
+    }
+    assert_eq!(
+        nodes.values(&key).await,
+        held,
+        "the holder's keys are untouched"
+    );
+    lock.release().await.unwrap();
+    nodes.values_when(&key, gone).await;
+
+    let lock = fenced
+        .acquire(&["r"], LockOptions::default())
+        .await
+        .unwrap();
+    let err = plain.acquire(&["r"], rival(false)).await.unwrap_err();
+    assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
+    lock.release().await.unwrap();
+    plain.lock("r", |_| async {}).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_are_separate_key_spaces() {
     let nodes = Nodes::start(1);
@@ -732,6 +777,15 @@ async fn a_key_holding_application_data_fails_with_a_hint_and_is_left_alone() {
         .await
         .unwrap();
     let err = engine.acquire(&["listed"], options()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("collides with application data"),
+        "{err}"
+    );
+    // Without fencing too, where the acquire is a plain `SET … NX GET`.
+    let err = engine
+        .acquire(&["listed"], options().fencing(false))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("collides with application data"),
         "{err}"

@@ -1,7 +1,9 @@
 //! The Lua script run on each Redis node.
 //!
-//! One script serves every operation, and one call carries every operation
-//! that was waiting for the node: fred flushes the socket after each script
+//! One script serves every operation but one, and one call carries every
+//! operation that was waiting for the node. (The exception: an acquire of
+//! one resource without fencing, sent alone, is a plain `SET … NX PX GET`,
+//! which costs the server about a third less; see `node::batch`.) fred flushes the socket after each script
 //! call, so under load a batch costs one system call and one server wake-up
 //! instead of one per lock. A batch of one is the uncontended case.
 //!
@@ -25,7 +27,8 @@
 //! server's share of the latency. The usual lock, bare, runs inline before
 //! anything is parsed or defined. Server instructions per acquire + release
 //! of one resource (`scripts/script-cost.sh`, redis-server under
-//! callgrind): 61k fenced, 55k without fencing, 48k fenced in batches of 32;
+//! callgrind): 61k fenced, 55k without fencing (36k when its acquire is
+//! the plain `SET`), 48k fenced in batches of 32;
 //! the floor (`SET NX PX`, then a one-line compare-and-delete script) takes
 //! 30k, and 48k when it acquires with a one-line script too. The floor has no counter and no release
 //! notification (its `PUBLISH` alone is 4.7k); most of the rest is Redis's

@@ -2,7 +2,8 @@
 //!
 //! A caller that finds no call in flight becomes the leader: it sends its
 //! operation as a batch of its own (nothing else is queued while the queue
-//! is idle) and reads the reply itself, with no task hop and no channel on
+//! is idle; an unfenced acquire of one resource then goes as a plain `SET`,
+//! see [`Link::set_nx_get`]) and reads the reply itself, with no task hop and no channel on
 //! the uncontended path. Operations queued meanwhile form the next batches,
 //! sent by a task: at most two calls are in flight, so that the server runs
 //! one while the client reads the other's answers, and while both are out
@@ -40,9 +41,9 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use fred::clients::Client;
-use fred::interfaces::{EventInterface, LuaInterface};
+use fred::interfaces::{EventInterface, KeysInterface, LuaInterface};
 use fred::types::scripts::Script;
-use fred::types::{Key, Value};
+use fred::types::{Expiration, Key, SetOptions, Value};
 use tokio::sync::oneshot;
 
 use super::health::{Health, MARK};
@@ -111,6 +112,23 @@ impl Op {
         }
     }
 
+    /// The key, value and TTL of an acquire of one resource without
+    /// fencing: sent alone, it is one `SET … NX GET` rather than a script
+    /// call (see [`Link::set_nx_get`]).
+    fn plain_acquire(&self) -> Option<(&Key, &Value, u64)> {
+        match self {
+            Op::Acquire {
+                keys,
+                value,
+                ttl_ms,
+            } => match keys.all() {
+                [key] => Some((key, value, *ttl_ms)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Whether the operation, sent alone, goes bare (no head): the usual
     /// acquire or release of one resource, which the script tells by its
     /// shape (see `scripts`). Each script argument costs the server about
@@ -164,9 +182,14 @@ impl Op {
     }
 }
 
-/// A TTL or a token as a script argument (both far below `i64::MAX`).
+/// A TTL or a token as a script argument.
 fn integer(n: u64) -> Value {
-    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+    Value::Integer(signed(n))
+}
+
+/// A TTL or a token as Redis takes it (both far below `i64::MAX`).
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// One queued operation.
@@ -194,6 +217,9 @@ struct Link {
     /// Set when the engine closes the connection: from then on nothing
     /// waits for a reconnection.
     closed: AtomicBool,
+    /// Whether the node takes `SET … NX GET` (Redis 7.0 and later); cleared
+    /// by the first acquire it refuses, which the script then makes.
+    takes_set_nx_get: AtomicBool,
 }
 
 #[derive(Default)]
@@ -229,6 +255,7 @@ impl Queue {
                 script,
                 health,
                 closed: AtomicBool::new(false),
+                takes_set_nx_get: AtomicBool::new(true),
             }),
             state: Mutex::new(State::default()),
             backlog,
@@ -466,6 +493,15 @@ impl Link {
 
     /// Sends `op` alone and returns its result.
     async fn exchange_one(self: Arc<Self>, op: Op) -> NodeResult<i64> {
+        if let Some((key, value, ttl_ms)) = op.plain_acquire() {
+            if self.takes_set_nx_get.load(Ordering::Relaxed) {
+                match self.set_nx_get(key, value, ttl_ms).await {
+                    Some(result) => return result,
+                    // Nothing ran: the script makes it, now and from now on.
+                    None => self.takes_set_nx_get.store(false, Ordering::Relaxed),
+                }
+            }
+        }
         let bare = op.goes_bare();
         match self.call(std::iter::once(&op), bare).await? {
             Some(reply) => parse(reply),
@@ -474,6 +510,34 @@ impl Link {
                 parse(reply.ok_or_else(|| SCRIPT_LOST_AGAIN.to_owned())?)
             }
             None => Err(NOT_SENT_AGAIN.to_owned()),
+        }
+    }
+
+    /// An acquire of one lock key without fencing, as the script's would
+    /// be: granted (0) if the key was free or already holds `value` (a call
+    /// sent again after a reconnection; its TTL stays as the first call set
+    /// it, a moment earlier), else -1; a key of another type is an error. One command instead of a script call spares the server
+    /// about a third of a lock's cost (`scripts/script-cost.sh`). `None`
+    /// when the server does not take `NX` with `GET` (before Redis 7.0):
+    /// nothing ran.
+    async fn set_nx_get(&self, key: &Key, value: &Value, ttl_ms: u64) -> Option<NodeResult<i64>> {
+        let ttl = Expiration::PX(signed(ttl_ms));
+        let reply = self
+            .client
+            .set::<Value, _, _>(
+                key.clone(),
+                value.clone(),
+                Some(ttl),
+                Some(SetOptions::NX),
+                true,
+            )
+            .await;
+        match reply {
+            Ok(Value::Null) => Some(Ok(0)),
+            Ok(held) if held.as_bytes() == value.as_bytes() => Some(Ok(0)),
+            Ok(_) => Some(Ok(-1)),
+            Err(e) if refuses_nx_get(&e) => None,
+            Err(e) => Some(Err(super::redis::describe(e))),
         }
     }
 
@@ -500,6 +564,12 @@ impl Link {
             reply => reply.map(Some).map_err(super::redis::describe),
         }
     }
+}
+
+/// Whether `e` is a server's refusal of `SET` with both `NX` and `GET`:
+/// Redis before 7.0 calls it a syntax error, and runs nothing.
+fn refuses_nx_get(e: &fred::error::Error) -> bool {
+    e.details().starts_with("ERR syntax error")
 }
 
 /// `call`, failed if it has no answer within [`BATCH_TIMEOUT`].
@@ -680,6 +750,36 @@ mod tests {
             value: Value::from("v"),
             announce: true,
         }
+    }
+
+    #[test]
+    fn only_a_syntax_error_sends_a_plain_acquire_back_to_the_script() {
+        use fred::error::{Error, ErrorKind};
+        let refusal = Error::new(ErrorKind::Unknown, "ERR syntax error");
+        assert!(refuses_nx_get(&refusal));
+        for other in [
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "NOPERM this user has no permissions to run the 'set' command",
+            "Connection closed unexpectedly.",
+        ] {
+            assert!(
+                !refuses_nx_get(&Error::new(ErrorKind::Unknown, other)),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_an_unfenced_acquire_of_one_resource_is_a_plain_set() {
+        let unfenced = |resources: &[&str]| Op::Acquire {
+            keys: LockKeys::new("p:", resources, false).unwrap(),
+            value: Value::from("v"),
+            ttl_ms: 1,
+        };
+        assert!(unfenced(&["a"]).plain_acquire().is_some());
+        assert!(unfenced(&["a", "b"]).plain_acquire().is_none());
+        assert!(acquire().plain_acquire().is_none(), "fenced");
+        assert!(release().plain_acquire().is_none());
     }
 
     #[test]
