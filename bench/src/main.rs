@@ -447,6 +447,7 @@ fn print_ratios(rows: &[Row]) {
                     "redlock/(floor with a script acquire)",
                 ),
                 ("redlock, lock()", "floor", "redlock lock()/floor"),
+                ("redlock, fencing off", "floor", "redlock fencing off/floor"),
             ] {
                 if let (Some(ours), Some(base)) = (find(n, scenario, ours), find(n, scenario, base))
                 {
