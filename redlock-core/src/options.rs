@@ -127,7 +127,10 @@ impl LockOptions {
     /// A token costs one counter key per resource on each node, kept forever
     /// (it must never go back). For an unbounded set of resources (one per
     /// request id, say) where no store checks tokens, turn it off:
-    /// [`fencing_token`](crate::Lock::fencing_token) is then 0.
+    /// [`fencing_token`](crate::Lock::fencing_token) is then 0. Without a
+    /// token, the uncontended acquire of one resource is a plain
+    /// `SET … NX PX GET` rather than a script call (Redis 7.0 and later),
+    /// about a third less work for each node.
     pub fn fencing(mut self, fencing: bool) -> Self {
         self.fencing = Some(fencing);
         self
