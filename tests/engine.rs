@@ -722,6 +722,13 @@ async fn bad_configuration_gets_a_specific_error() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidNode { .. }), "{err}");
+    let err = Redlock::builder()
+        .nodes(["redis-cluster://127.0.0.1:1"])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidNode { .. }), "{err}");
+    assert!(err.to_string().contains("redis-sentinel://"), "{err}");
 
     // One live node and one closed port: the error names the dead one.
     let nodes = Nodes::start(1);

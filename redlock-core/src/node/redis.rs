@@ -22,6 +22,13 @@ use crate::scripts;
 /// How long a reload of the script after a reconnection may take.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why a Redis Cluster URL is refused.
+const CLUSTER_REFUSED: &str = "a Redis Cluster cannot be a lock node: a node's \
+    operations travel together in one script call, and a call's keys must all live on \
+    one server. Give each node as a standalone primary (redis://host:port) or as a \
+    primary found through Sentinel \
+    (redis-sentinel://sentinel-host:port?sentinelServiceName=name)";
+
 /// A Redis server as a lock node.
 pub(crate) struct RedisNode {
     client: Client,
@@ -54,6 +61,9 @@ impl RedisNode {
                 e.details()
             )
         })?;
+        if config.server.is_clustered() {
+            return Err(CLUSTER_REFUSED.to_owned());
+        }
         #[cfg(feature = "tls")]
         if let (true, Some(connector)) = (tls, &settings.tls) {
             config.tls = Some(connector.clone().into());
