@@ -35,6 +35,8 @@ pub struct RedisServer {
     child: Option<Child>,
     paused: bool,
     extra: Vec<String>,
+    /// A Sentinel's configuration: the server runs as a Sentinel.
+    sentinel: Option<String>,
 }
 
 impl RedisServer {
@@ -51,6 +53,17 @@ impl RedisServer {
 
     /// Starts a server with extra command-line settings (e.g. TLS, ACL users).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_as(extra, None)
+    }
+
+    /// Starts a Sentinel that watches the primary on `primary` under the
+    /// name `service`, and alone decides it is down.
+    pub fn start_sentinel(service: &str, primary: u16) -> RedisServer {
+        let config = format!("sentinel monitor {service} 127.0.0.1 {primary} 1\n");
+        RedisServer::start_as(&[], Some(config))
+    }
+
+    fn start_as(extra: &[&str], sentinel: Option<String>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "redlock-test-{}-{}",
             std::process::id(),
@@ -66,6 +79,7 @@ impl RedisServer {
                 child: None,
                 paused: false,
                 extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+                sentinel: sentinel.clone(),
             };
             if server.spawn() {
                 return server;
@@ -158,7 +172,14 @@ impl RedisServer {
 
     fn spawn(&mut self) -> bool {
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(config) = &self.sentinel {
+            // A Sentinel rewrites its file: it comes first, and is its own.
+            let path = self.dir.join(format!("sentinel-{}.conf", self.port));
+            std::fs::write(&path, config).expect("write the Sentinel's configuration");
+            command.arg(path).arg("--sentinel");
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no", "--daemonize", "no"])

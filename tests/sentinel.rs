@@ -1,0 +1,85 @@
+//! A node given as a primary that Sentinel names, against real
+//! `redis-server` processes (a primary and a Sentinel watching it).
+
+mod support;
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use redlock::{Error, LockOptions, Redlock};
+use support::{eventually, spawn_acquire, RedisServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_found_through_sentinel_is_a_lock_node() {
+    let primary = RedisServer::start();
+    let sentinel = RedisServer::start_sentinel("locks", primary.port());
+    let through_sentinel = format!(
+        "redis-sentinel://127.0.0.1:{}?sentinelServiceName=locks",
+        sentinel.port()
+    );
+    let engine = Redlock::builder()
+        .app("t")
+        .nodes([through_sentinel])
+        .build()
+        .await
+        .unwrap();
+    let direct = Redlock::builder()
+        .app("t")
+        .nodes([primary.url()])
+        .build()
+        .await
+        .unwrap();
+    let client = primary.client().await;
+    let key = engine.key("r", None).unwrap();
+
+    // The lock is the primary's key: an engine that reaches the primary
+    // directly finds it held.
+    let lock = engine
+        .acquire(&["r"], LockOptions::default())
+        .await
+        .unwrap();
+    let value: Option<String> = client.get(&key).await.unwrap();
+    assert!(value.is_some(), "the key is on the primary");
+    let err = direct
+        .acquire(
+            &["r"],
+            LockOptions::default().wait(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
+    lock.release().await.unwrap();
+
+    // Release messages come through Sentinel's primary too: a waiter that
+    // would retry only after 60 s gets the lock when it is released.
+    let held = direct
+        .acquire(&["r"], LockOptions::default().wait(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let waiter = spawn_acquire(
+        &engine,
+        "r",
+        LockOptions::default()
+            .retry_delay(Duration::from_secs(60))
+            .retry_jitter(Duration::from_millis(1))
+            .wait(Duration::from_secs(20)),
+    );
+    let numsub = CustomCommand::new_static("PUBSUB", ClusterHash::Random, false);
+    eventually(Duration::from_secs(10), || async {
+        let reply: Vec<Value> = client
+            .custom(numsub.clone(), vec!["NUMSUB", key.as_str()])
+            .await
+            .unwrap();
+        match reply.get(1).and_then(Value::as_i64) {
+            Some(1) => Ok(()),
+            other => Err(format!("the waiter never subscribed: {other:?}")),
+        }
+    })
+    .await;
+    held.release().await.unwrap();
+    let lock = waiter.await.unwrap().unwrap();
+    lock.release().await.unwrap();
+    let value: Option<String> = client.get(&key).await.unwrap();
+    assert_eq!(value, None);
+}
