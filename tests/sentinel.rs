@@ -83,3 +83,53 @@ async fn a_primary_found_through_sentinel_is_a_lock_node() {
     let value: Option<String> = client.get(&key).await.unwrap();
     assert_eq!(value, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_node_is_the_new_primary() {
+    let mut primary = RedisServer::start();
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
+    let sentinel = RedisServer::start_sentinel("locks", primary.port());
+    let sentinel_client = sentinel.client().await;
+    let replicas = CustomCommand::new_static("SENTINEL", ClusterHash::Random, false);
+    // Sentinel learns of the replica from the primary.
+    eventually(Duration::from_secs(20), || async {
+        let known: Vec<Value> = sentinel_client
+            .custom(replicas.clone(), vec!["REPLICAS", "locks"])
+            .await
+            .unwrap();
+        match known.len() {
+            1 => Ok(()),
+            n => Err(format!("Sentinel knows {n} replicas")),
+        }
+    })
+    .await;
+    let engine = Redlock::builder()
+        .app("t")
+        .nodes([format!(
+            "redis-sentinel://127.0.0.1:{}?sentinelServiceName=locks",
+            sentinel.port()
+        )])
+        .build()
+        .await
+        .unwrap();
+    engine.lock("before", |_| async {}).await.unwrap();
+
+    primary.kill();
+    // Sentinel promotes the replica, and the client follows it there.
+    let probe = LockOptions::default()
+        .node_timeout(Duration::from_millis(500))
+        .wait(Duration::ZERO);
+    let lock = eventually(Duration::from_secs(30), || async {
+        engine
+            .acquire(&["after"], probe.clone())
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let promoted = replica.client().await;
+    let key = engine.key("after", None).unwrap();
+    let value: Option<String> = promoted.get(&key).await.unwrap();
+    assert!(value.is_some(), "the lock is the promoted replica's key");
+    lock.release().await.unwrap();
+}

@@ -57,9 +57,14 @@ impl RedisServer {
     }
 
     /// Starts a Sentinel that watches the primary on `primary` under the
-    /// name `service`, and alone decides it is down.
+    /// name `service`, and alone decides it is down, after 1 s without an
+    /// answer.
     pub fn start_sentinel(service: &str, primary: u16) -> RedisServer {
-        let config = format!("sentinel monitor {service} 127.0.0.1 {primary} 1\n");
+        let config = format!(
+            "sentinel monitor {service} 127.0.0.1 {primary} 1\n\
+             sentinel down-after-milliseconds {service} 1000\n\
+             sentinel failover-timeout {service} 10000\n"
+        );
         RedisServer::start_as(&[], Some(config))
     }
 
