@@ -136,7 +136,7 @@ async fn burst(n: usize) {
         let left: Vec<String> = client
             .custom(
                 CustomCommand::new_static("KEYS", None, false),
-                vec!["redlock_t:*"],
+                vec!["redlock_{t}:*"],
             )
             .await
             .unwrap();

@@ -70,13 +70,13 @@ async fn generated_methods_lock_the_module_keys() {
     let engine = nodes.engine("demo", quick()).await;
     let redlock = MetaRedlock::new(&engine);
     let key = redlock.key(&StudentLock::User { id: 42 }).unwrap();
-    assert_eq!(key, "redlock_demo:~:demo-student.user-42");
+    assert_eq!(key, "redlock_{demo}:~:demo-student.user-42");
 
     let nodes = &nodes;
     let held = redlock
         .lock_user(42, |ctx| async move {
             assert_eq!(ctx.resources(), ["demo-student.user-42"]);
-            nodes.values("redlock_demo:~:demo-student.user-42").await
+            nodes.values("redlock_{demo}:~:demo-student.user-42").await
         })
         .await
         .unwrap();
@@ -154,6 +154,6 @@ async fn arguments_that_would_break_the_key_are_rejected() {
     });
     assert_eq!(
         ok.await.unwrap().as_deref(),
-        Some("redlock_demo:~:demo-student.user-a:b{c}")
+        Some("redlock_{demo}:~:demo-student.user-a:b{c}")
     );
 }

@@ -404,7 +404,7 @@ async fn a_node_that_lost_the_script_runs_each_release_after_its_acquire() {
     }
     eventually(Duration::from_secs(10), || async {
         let keys = CustomCommand::new_static("KEYS", None, false);
-        let left: Vec<String> = inspector.custom(keys, vec!["redlock_t:*"]).await.unwrap();
+        let left: Vec<String> = inspector.custom(keys, vec!["redlock_{t}:*"]).await.unwrap();
         match left.is_empty() {
             true => Ok(()),
             false => Err(format!("node 0 still holds {} keys: {left:?}", left.len())),
@@ -466,7 +466,7 @@ async fn watching_keys_while_a_node_is_down_leaves_no_task_waiting_for_it() {
     nodes.servers[0].restart();
     let inspector = nodes.servers[0].client().await;
     eventually(Duration::from_secs(20), || async {
-        let counts: Vec<Value> = inspector.pubsub_numsub("redlock_t:~:k0").await.unwrap();
+        let counts: Vec<Value> = inspector.pubsub_numsub("redlock_{t}:~:k0").await.unwrap();
         match counts[1].as_i64() {
             Some(1) => Ok(()),
             _ => Err("k0 is not watched on node 0 again".to_string()),

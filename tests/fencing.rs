@@ -55,7 +55,7 @@ async fn tokens_increase_across_contention_kills_and_restarts() {
 async fn a_token_the_nodes_disagree_on_is_written_back_to_a_majority() {
     let nodes = Nodes::start(3);
     let engine = nodes.engine("t", quick()).await;
-    let counter = "redlock-fence_t:~:w";
+    let counter = "redlock-fence_{t}:~:w";
     for (server, value) in nodes.servers.iter().zip([100, 50, 7]) {
         let client = server.client().await;
         let _: () = client.set(counter, value, None, None, false).await.unwrap();
@@ -158,7 +158,7 @@ async fn fencing_can_be_turned_off() {
         .unwrap();
     assert_eq!(token, 0);
     assert_eq!(
-        nodes.values("redlock-fence_t:~:nf").await,
+        nodes.values("redlock-fence_{t}:~:nf").await,
         [None],
         "no counter key"
     );

@@ -122,7 +122,7 @@ async fn tls_with_a_private_ca() {
     // The key went through TLS to the same server.
     let counter = server.client().await;
     let seen: Option<u64> =
-        fred::prelude::KeysInterface::get(&counter, "redlock-fence_app:~:secured")
+        fred::prelude::KeysInterface::get(&counter, "redlock-fence_{app}:~:secured")
             .await
             .unwrap();
     assert_eq!(seen, Some(1));
@@ -145,7 +145,7 @@ async fn lock_values_stay_secret_and_foreign_locks_untouchable() {
     let a = nodes.engine("t", quick()).await;
     let b = nodes.engine("t", quick()).await;
     let lock = a.acquire(&["s"], LockOptions::default()).await.unwrap();
-    let value = nodes.values_when("redlock_t:~:s", everywhere).await[0]
+    let value = nodes.values_when("redlock_{t}:~:s", everywhere).await[0]
         .clone()
         .unwrap();
     let shown = format!("{lock:?} {:?}", lock.context());
@@ -169,7 +169,7 @@ async fn lock_values_stay_secret_and_foreign_locks_untouchable() {
     assert!(matches!(err, Error::NotAcquired { .. }));
     assert!(!err.to_string().contains(&value), "{err}");
     assert_eq!(
-        nodes.values("redlock_t:~:s").await,
+        nodes.values("redlock_{t}:~:s").await,
         vec![Some(value.clone()); 3]
     );
     lock.release().await.unwrap();
@@ -187,8 +187,8 @@ async fn hostile_resource_names_stay_inside_the_prefix() {
         "{hash}tag",
         "}{",
         "~:x",
-        "redlock_t:~:x",
-        "redlock-fence_t:~:x",
+        "redlock_{t}:~:x",
+        "redlock-fence_{t}:~:x",
         "ünï\u{200b}cødé",
     ];
     let mut locks = Vec::new();
@@ -200,7 +200,7 @@ async fn hostile_resource_names_stay_inside_the_prefix() {
             )
             .await
             .unwrap_or_else(|e| panic!("{name:?}: {e}"));
-        let key = format!("redlock_t:~:{name}");
+        let key = format!("redlock_{{t}}:~:{name}");
         assert!(
             nodes.values(&key).await[0].is_some(),
             "{name:?} locked under {key:?}"

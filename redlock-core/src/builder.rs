@@ -63,14 +63,19 @@ impl Default for RedlockBuilder {
 }
 
 impl RedlockBuilder {
-    /// The application name: every key starts with `redlock_{app}:` (default `app`).
+    /// The application name: every key starts with `redlock_{app}:`, braces
+    /// included (default `app`); it may not contain `:`, braces or whitespace.
     pub fn app(mut self, app: impl Into<String>) -> Self {
         self.app = app.into();
         self
     }
 
     /// The Redis nodes, as URLs (`redis://[user:password@]host:port[/db]`).
-    /// Use 1, 3 or 5 independent servers (not replicas of each other).
+    /// Use 1, 3 or 5 independent servers (not replicas of each other). A
+    /// node may also be a primary that Sentinel names
+    /// (`redis-sentinel://host:port?sentinelServiceName=name`) or a Redis
+    /// Cluster (`redis-cluster://host:port?node=host2:port2`), where all of
+    /// the app's keys share one hash slot.
     pub fn nodes<I, S>(mut self, urls: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -186,7 +186,9 @@ impl Redlock {
         acquire(&self.inner, keys, settings).await
     }
 
-    /// The Redis key of `resource` under `instance` (default `~`): `redlock_{app}:{instance}:{resource}`.
+    /// The Redis key of `resource` under `instance` (default `~`):
+    /// `redlock_{app}:{instance}:{resource}`, the braces around the app name
+    /// written out (a Redis Cluster hash tag), e.g. `redlock_{shop}:~:user-42`.
     pub fn key(&self, resource: &str, instance: Option<&str>) -> Result<String> {
         let instance = instance.unwrap_or(crate::options::DEFAULT_INSTANCE);
         resource::check_segment("instance", instance)?;

@@ -1,8 +1,12 @@
 //! Resource names and the Redis keys they become.
 //!
-//! A key is `redlock_{app}:{instance}:{resource}`, as in VonaJS. `app` and
-//! `instance` may not contain `:`, so the resource is everything after the
-//! third colon and no two (app, instance, resource) triples share a key.
+//! A key is `redlock_{app}:{instance}:{resource}`, as in VonaJS, with the
+//! braces around the app name kept: they are a Redis Cluster hash tag, so
+//! that every key of one app, lock keys and fencing counters alike, lives in
+//! one hash slot, and any of a node's operations can travel in one script
+//! call. `app` and `instance` may not contain `:` or braces, so the resource
+//! is everything after the third colon, the tag is exactly the app name,
+//! and no two (app, instance, resource) triples share a key.
 
 use fred::bytes::Bytes;
 use fred::types::Key;
@@ -93,7 +97,7 @@ pub(crate) fn check_segment(option: &'static str, value: &str) -> Result<()> {
         format!("it is over {MAX_SEGMENT_LEN} bytes long")
     } else if let Some(c) = value
         .chars()
-        .find(|c| c.is_control() || c.is_whitespace() || *c == ':')
+        .find(|c| c.is_control() || c.is_whitespace() || matches!(*c, ':' | '{' | '}'))
     {
         format!("it contains {c:?}; use letters, digits, '-', '_' or '.'")
     } else {
@@ -105,9 +109,10 @@ pub(crate) fn check_segment(option: &'static str, value: &str) -> Result<()> {
 const LOCK_PREFIX: &str = "redlock_";
 const FENCE_PREFIX: &str = "redlock-fence_";
 
-/// `redlock_{app}:{instance}:`, the part of the key shared by all resources of an instance.
+/// `redlock_{app}:{instance}:`, the part of the key shared by all resources
+/// of an instance; the braces are written out (see the module doc).
 pub(crate) fn key_prefix(app: &str, instance: &str) -> String {
-    format!("{LOCK_PREFIX}{app}:{instance}:")
+    format!("{LOCK_PREFIX}{{{app}}}:{instance}:")
 }
 
 /// The prefix of the fencing counters that go with the lock prefix
@@ -242,13 +247,13 @@ mod tests {
         };
         assert_eq!(
             names(keys.locks()),
-            ["redlock_shop:~:demo-student.user-1", "redlock_shop:~:b"]
+            ["redlock_{shop}:~:demo-student.user-1", "redlock_{shop}:~:b"]
         );
         assert_eq!(
             names(keys.counters()),
             [
-                "redlock-fence_shop:~:demo-student.user-1",
-                "redlock-fence_shop:~:b"
+                "redlock-fence_{shop}:~:demo-student.user-1",
+                "redlock-fence_{shop}:~:b"
             ]
         );
         assert_eq!(keys.resources(), ["demo-student.user-1", "b"]);
@@ -278,8 +283,10 @@ mod tests {
     }
 
     #[test]
-    fn segments_reject_colons() {
-        assert!(check_segment("instance", "a:b").is_err());
+    fn segments_reject_colons_and_braces() {
+        for bad in ["a:b", "{a}", "a}"] {
+            assert!(check_segment("instance", bad).is_err(), "{bad}");
+        }
         assert!(check_segment("instance", "tenant-7").is_ok());
     }
 

@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod checker;
+pub mod cluster;
 pub mod proxy;
 
 use std::io::{Read, Write};

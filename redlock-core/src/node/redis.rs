@@ -22,13 +22,6 @@ use crate::scripts;
 /// How long a reload of the script after a reconnection may take.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a Redis Cluster URL is refused.
-const CLUSTER_REFUSED: &str = "a Redis Cluster cannot be a lock node: a node's \
-    operations travel together in one script call, and a call's keys must all live on \
-    one server. Give each node as a standalone primary (redis://host:port) or as a \
-    primary found through Sentinel \
-    (redis-sentinel://sentinel-host:port?sentinelServiceName=name)";
-
 /// A Redis server as a lock node.
 pub(crate) struct RedisNode {
     client: Client,
@@ -61,9 +54,6 @@ impl RedisNode {
                 e.details()
             )
         })?;
-        if config.server.is_clustered() {
-            return Err(CLUSTER_REFUSED.to_owned());
-        }
         #[cfg(feature = "tls")]
         if let (true, Some(connector)) = (tls, &settings.tls) {
             config.tls = Some(connector.clone().into());
@@ -232,10 +222,6 @@ pub(super) fn hint(details: &str) -> String {
         format!(
             "{details} (a lock key collides with application data of another type: \
              choose another `app` name or resource)"
-        )
-    } else if details.contains("CROSSSLOT") {
-        format!(
-            "{details} (a multi-resource lock on Redis Cluster needs all keys in one hash slot)"
         )
     } else {
         details.to_owned()

@@ -1,0 +1,100 @@
+//! A lock node that is a Redis Cluster, against real `redis-server`
+//! processes joined into one.
+
+mod support;
+
+use std::time::Duration;
+
+use redlock::{Error, LockOptions, Redlock};
+use support::cluster::Cluster;
+use support::{eventually, quick, spawn_acquire};
+
+async fn engine_on(cluster: &Cluster) -> Redlock {
+    Redlock::builder()
+        .app("t")
+        .nodes([cluster.url()])
+        .defaults(quick())
+        .build()
+        .await
+        .expect("build an engine over the cluster")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_is_a_lock_node() {
+    let cluster = Cluster::start(3).await;
+    let engine = engine_on(&cluster).await;
+    let rival = engine_on(&cluster).await;
+
+    // Fenced, and several resources at once: each lock's keys and counters
+    // share the app's hash slot.
+    let one = engine
+        .acquire(&["a"], LockOptions::default())
+        .await
+        .unwrap();
+    let first_token = one.fencing_token();
+    let err = rival
+        .acquire(
+            &["a", "b"],
+            LockOptions::default().wait(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
+    one.release().await.unwrap();
+    let all = rival
+        .acquire(&["a", "b", "c"], LockOptions::default())
+        .await
+        .unwrap();
+    assert!(all.fencing_token() > first_token);
+    let counts = cluster.key_counts().await;
+    assert_eq!(
+        counts.iter().filter(|&&n| n > 0).count(),
+        1,
+        "all of the app's keys on one server: {counts:?}"
+    );
+    all.release().await.unwrap();
+
+    // Many at once, fenced or not: what waits for the node goes in one
+    // script call, which a cluster takes only if its keys share a slot.
+    for fencing in [true, false] {
+        let options = LockOptions::default().fencing(fencing);
+        let locks: Vec<_> = (0..64)
+            .map(|i| {
+                let (engine, options) = (engine.clone(), options.clone());
+                tokio::spawn(async move {
+                    engine
+                        .lock_with(&format!("many-{i}"), options, |_| async {})
+                        .await
+                })
+            })
+            .collect();
+        for lock in locks {
+            lock.await.unwrap().unwrap();
+        }
+    }
+
+    // A release's message reaches a waiter that would retry only after 60 s.
+    let held = engine
+        .acquire(&["w"], LockOptions::default())
+        .await
+        .unwrap();
+    let waiter = spawn_acquire(
+        &rival,
+        "w",
+        LockOptions::default()
+            .retry_delay(Duration::from_secs(60))
+            .retry_jitter(Duration::from_millis(1))
+            .wait(Duration::from_secs(20)),
+    );
+    let key = engine.key("w", None).unwrap();
+    eventually(Duration::from_secs(10), || async {
+        let subscribers = cluster.subscribers(&key).await;
+        match subscribers.iter().sum::<i64>() {
+            1 => Ok(()),
+            _ => Err(format!("the waiter never subscribed: {subscribers:?}")),
+        }
+    })
+    .await;
+    held.release().await.unwrap();
+    waiter.await.unwrap().unwrap().release().await.unwrap();
+}
