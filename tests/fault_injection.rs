@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fred::interfaces::PubsubInterface;
 use redlock::{Error, LockOptions, Redlock};
 use support::checker::{contend, Checker};
 use support::proxy::{Mode, Proxy};
@@ -290,6 +291,70 @@ async fn a_node_whose_connection_goes_silent_counts_as_down_until_it_answers() {
     cluster.proxies[0].set(Mode::Pass);
     cluster.nodes.wait_until_node_takes_part(&engine, 0).await;
     cluster.nodes.values_when(&key, gone).await;
+}
+
+/// The subscriber connection only listens: dead without closing (its
+/// node's host gone, a NAT that forgot it), it would never say so, and the
+/// node's release messages would be lost for good. The engine pings it,
+/// finds it dead, and subscribes a new connection to what is watched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_connection_dead_without_closing_is_replaced() {
+    let nodes = Nodes::start(1);
+    let proxy = Proxy::start(nodes.servers[0].port()).await;
+    let waiting = Redlock::builder()
+        .app("t")
+        .nodes([proxy.url()])
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    // The command connection first, then the subscriber's.
+    assert_eq!(proxy.accepted(), 2);
+    let holding = nodes.engine("t", quick()).await;
+    let lock = holding
+        .acquire(&["k"], LockOptions::default())
+        .await
+        .unwrap();
+    let key = holding.key("k", None).unwrap();
+    let inspector = nodes.servers[0].client().await;
+    let subscribers = || async {
+        let reply: Vec<fred::types::Value> = inspector.pubsub_numsub(&key).await.unwrap();
+        reply
+            .get(1)
+            .and_then(fred::types::Value::as_i64)
+            .unwrap_or(0)
+    };
+    // A waiter that would retry only after 60 s: a release's message is
+    // what lets it in within its wait.
+    let waiter = support::spawn_acquire(
+        &waiting,
+        "k",
+        LockOptions::default()
+            .retry_delay(Duration::from_secs(60))
+            .retry_jitter(Duration::from_millis(1))
+            .wait(Duration::from_secs(30)),
+    );
+    support::eventually(Duration::from_secs(10), || async {
+        match subscribers().await {
+            1 => Ok(()),
+            n => Err(format!("{n} subscribers, not the waiter's one")),
+        }
+    })
+    .await;
+
+    proxy.kill_silently(1);
+    // The server still counts the dead connection; the new one makes two.
+    support::eventually(Duration::from_secs(20), || async {
+        match subscribers().await {
+            2 => Ok(()),
+            n => Err(format!(
+                "{n} subscribers: the dead connection was never replaced"
+            )),
+        }
+    })
+    .await;
+    lock.release().await.unwrap();
+    waiter.await.unwrap().unwrap().release().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

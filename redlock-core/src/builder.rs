@@ -231,7 +231,7 @@ impl RedlockBuilder {
             return Err(Error::Unreachable { failures });
         }
         let wakeup = Wakeup::new(nodes.iter().filter_map(Node::subscriber).collect());
-        let listeners = wakeup.listen();
+        let listeners = wakeup.listen(self.connect_timeout);
         Ok(Redlock::from_inner(Inner {
             nodes,
             quorum,

@@ -182,8 +182,12 @@ impl Wakeup {
     }
 
     /// Starts one listener per node, which also subscribes the node's new
-    /// connection to every watched key; abort them when the engine goes.
-    pub fn listen(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+    /// connection to every watched key, and pings the connection every
+    /// `heartbeat`: the client closes one that does not answer within its
+    /// unresponsive timeout (see `node::redis`), which a connection that
+    /// only listens would otherwise never find out. Abort them when the
+    /// engine goes.
+    pub fn listen(self: &Arc<Self>, heartbeat: Duration) -> Vec<JoinHandle<()>> {
         self.subscribers
             .iter()
             .map(|subscriber| {
@@ -191,9 +195,19 @@ impl Wakeup {
                 let mut messages = subscriber.message_rx();
                 let mut reconnections = subscriber.reconnect_rx();
                 let subscriber = subscriber.clone();
+                let mut pings = tokio::time::interval(heartbeat);
+                pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tokio::spawn(async move {
                     loop {
                         tokio::select! {
+                            _ = pings.tick() => {
+                                if subscriber.is_connected() {
+                                    let subscriber = subscriber.clone();
+                                    tokio::spawn(bounded(async move {
+                                        subscriber.ping::<Value>(None).await
+                                    }));
+                                }
+                            }
                             message = messages.recv() => match message {
                                 Ok(message) => wakeup.wake(&message.channel, &message.value),
                                 // Messages were dropped: wake everyone rather than miss one.

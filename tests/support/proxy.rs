@@ -1,5 +1,7 @@
 //! A TCP proxy in front of a node, to slow, silence or cut its traffic.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +30,16 @@ struct State {
     /// Refuse new connections (close them at once).
     refuse: Mutex<bool>,
     pumps: Mutex<Vec<AbortHandle>>,
+    /// Connections accepted so far; each is numbered in that order.
+    accepted: AtomicUsize,
+    /// The connections gone dead (see [`Proxy::kill_silently`]).
+    dead: Mutex<HashSet<usize>>,
+}
+
+impl State {
+    fn is_dead(&self, connection: usize) -> bool {
+        self.dead.lock().unwrap().contains(&connection)
+    }
 }
 
 /// A proxy on a free loopback port, forwarding to `127.0.0.1:{target}`.
@@ -48,6 +60,8 @@ impl Proxy {
             mode: watch::Sender::new(Mode::Pass),
             refuse: Mutex::new(false),
             pumps: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
+            dead: Mutex::new(HashSet::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, target, state.clone()));
         Proxy {
@@ -65,6 +79,19 @@ impl Proxy {
     /// Changes what happens to traffic from now on.
     pub fn set(&self, mode: Mode) {
         self.state.mode.send_replace(mode);
+    }
+
+    /// How many connections the proxy has accepted.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connection number `connection` (0 for the first accepted) dies
+    /// without a word, as one does whose peer's host vanished behind a
+    /// network that drops everything: from now on nothing passes either
+    /// way, and the proxy never closes it. Other connections go on.
+    pub fn kill_silently(&self, connection: usize) {
+        self.state.dead.lock().unwrap().insert(connection);
     }
 
     /// Closes every open connection, and refuses new ones until [`heal`](Proxy::heal).
@@ -101,10 +128,11 @@ async fn accept_loop(listener: TcpListener, target: u16, state: Arc<State>) {
         let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
             continue;
         };
+        let connection = state.accepted.fetch_add(1, Ordering::SeqCst);
         let (client_read, client_write) = client.into_split();
         let (server_read, server_write) = server.into_split();
-        let up = tokio::spawn(pump(client_read, server_write, state.clone()));
-        let down = tokio::spawn(pump(server_read, client_write, state.clone()));
+        let up = tokio::spawn(pump(client_read, server_write, connection, state.clone()));
+        let down = tokio::spawn(pump(server_read, client_write, connection, state.clone()));
         let mut pumps = state.pumps.lock().unwrap();
         pumps.retain(|p| !p.is_finished());
         pumps.push(up.abort_handle());
@@ -115,15 +143,23 @@ async fn accept_loop(listener: TcpListener, target: u16, state: Arc<State>) {
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
+    connection: usize,
     state: Arc<State>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut mode = state.mode.subscribe();
     loop {
         let n = match from.read(&mut buf).await {
+            // A dead connection is not closed: its other side never hears.
+            Ok(0) | Err(_) if state.is_dead(connection) => {
+                return std::future::pending::<()>().await;
+            }
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if state.is_dead(connection) {
+            continue;
+        }
         // Held, the bytes read wait here, and the rest in the socket.
         let now = match mode.wait_for(|mode| *mode != Mode::Hold).await {
             Ok(now) => *now,

@@ -4,7 +4,7 @@
 use fred::clients::{Client, SubscriberClient};
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, EventInterface};
-use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::config::{Config, ReconnectPolicy, UnresponsiveConfig};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
 use std::sync::{Arc, OnceLock};
@@ -73,6 +73,18 @@ impl RedisNode {
             // Keep reconnecting forever, at most once a second, so a restarted node rejoins.
             .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2));
         let client = builder.build().map_err(|e| e.details().to_owned())?;
+        // The subscriber only listens, so a connection that died without
+        // closing (its node's host gone, a NAT that forgot it) would never
+        // show it, and the node's release messages would be lost for good.
+        // The engine pings it (see `wakeup`); a ping unanswered within the
+        // connect timeout closes it, and the client reconnects. (Not the
+        // command connection: see `health` for why it is kept.)
+        builder.with_connection_config(|c| {
+            c.unresponsive = UnresponsiveConfig {
+                max_timeout: Some(settings.connect_timeout),
+                interval: (settings.connect_timeout / 4).max(Duration::from_millis(10)),
+            };
+        });
         let subscriber = builder
             .build_subscriber_client()
             .map_err(|e| e.details().to_owned())?;
