@@ -5,9 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use redlock::{Error, LockOptions, Redlock};
+use redlock::{LockOptions, Redlock};
 use support::cluster::Cluster;
-use support::{eventually, quick, spawn_acquire};
+use support::{eventually, held_off, quick, spawn_acquire, woken_by_messages_only};
 
 async fn engine_on(cluster: &Cluster) -> Redlock {
     Redlock::builder()
@@ -32,14 +32,7 @@ async fn a_redis_cluster_is_a_lock_node() {
         .await
         .unwrap();
     let first_token = one.fencing_token();
-    let err = rival
-        .acquire(
-            &["a", "b"],
-            LockOptions::default().wait(Duration::from_millis(200)),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
+    held_off(&rival, &["a", "b"]).await;
     one.release().await.unwrap();
     let all = rival
         .acquire(&["a", "b", "c"], LockOptions::default())
@@ -78,14 +71,7 @@ async fn a_redis_cluster_is_a_lock_node() {
         .acquire(&["w"], LockOptions::default())
         .await
         .unwrap();
-    let waiter = spawn_acquire(
-        &rival,
-        "w",
-        LockOptions::default()
-            .retry_delay(Duration::from_secs(60))
-            .retry_jitter(Duration::from_millis(1))
-            .wait(Duration::from_secs(20)),
-    );
+    let waiter = spawn_acquire(&rival, "w", woken_by_messages_only(Duration::from_secs(20)));
     let key = engine.key("w", None).unwrap();
     eventually(Duration::from_secs(10), || async {
         let subscribers = cluster.subscribers(&key).await;

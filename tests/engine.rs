@@ -10,7 +10,9 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redlock::{Error, LockOptions, OnLoss, Redlock, Vote};
-use support::{eventually, everywhere, gone, quick, spawn_acquire, Nodes};
+use support::{
+    eventually, everywhere, gone, quick, spawn_acquire, subscribers, woken_by_messages_only, Nodes,
+};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,15 +91,6 @@ async fn contention_reports_who_holds_it_then_hands_over_on_release() {
     lock.release().await.unwrap();
 }
 
-/// Options of a waiter that would retry only after 60 s: within `wait`, it
-/// can have the lock only through a release's message.
-fn woken_by_messages_only(wait: Duration) -> LockOptions {
-    LockOptions::default()
-        .retry_delay(Duration::from_secs(60))
-        .retry_jitter(Duration::from_millis(1))
-        .wait(wait)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_of_another_engine_is_woken_by_the_release_not_its_timer() {
     let nodes = Nodes::start(3);
@@ -114,27 +107,18 @@ async fn a_waiter_of_another_engine_is_woken_by_the_release_not_its_timer() {
         (Instant::now(), lock)
     });
     // It lost its first attempt and listens on every node before the release.
-    let listening = async {
-        loop {
-            let mut listening = 0;
-            for server in &nodes.servers {
-                let counts: Vec<Value> = server
-                    .client()
-                    .await
-                    .pubsub_numsub("redlock_{t}:~:busy")
-                    .await
-                    .unwrap();
-                listening += usize::from(counts[1].as_i64() == Some(1));
-            }
-            if listening == nodes.servers.len() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    eventually(Duration::from_secs(20), || async {
+        let mut counts = Vec::new();
+        for server in &nodes.servers {
+            let client = server.client().await;
+            counts.push(subscribers(&client, "redlock_{t}:~:busy").await);
         }
-    };
-    tokio::time::timeout(Duration::from_secs(20), listening)
-        .await
-        .expect("the waiter subscribed to the lock's channel on every node");
+        match counts.iter().all(|&n| n == 1) {
+            true => Ok(()),
+            false => Err(format!("the waiter's subscriptions: {counts:?}")),
+        }
+    })
+    .await;
 
     let released = Instant::now();
     lock.release().await.unwrap();
@@ -231,14 +215,13 @@ async fn a_key_left_and_watched_again_at_once_stays_subscribed() {
         let staying = spawn_acquire(&waiter, &resource, options);
         let channel = holder.key(&resource, None).unwrap();
         eventually(Duration::from_secs(5), || async {
-            let mut subscribers = Vec::new();
+            let mut counts = Vec::new();
             for inspector in &inspectors {
-                let counts: Vec<Value> = inspector.pubsub_numsub(&channel).await.unwrap();
-                subscribers.push(counts[1].as_i64().unwrap_or_default());
+                counts.push(subscribers(inspector, &channel).await);
             }
-            match subscribers.iter().all(|&n| n == 1) {
+            match counts.iter().all(|&n| n == 1) {
                 true => Ok(()),
-                false => Err(format!("{channel} has {subscribers:?} subscribers")),
+                false => Err(format!("{channel} has {counts:?} subscribers")),
             }
         })
         .await;
@@ -610,13 +593,7 @@ async fn a_failed_attempt_leaves_nothing_behind() {
             .await
             .unwrap();
     }
-    let err = engine
-        .acquire(
-            &["clog"],
-            LockOptions::default().wait(Duration::from_millis(200)),
-        )
-        .await
-        .unwrap_err();
+    let err = support::held_off(&engine, &["clog"]).await;
     let Error::NotAcquired { votes, .. } = &err else {
         panic!("{err}");
     };

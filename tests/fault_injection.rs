@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::interfaces::PubsubInterface;
 use redlock::{Error, LockOptions, Redlock};
 use support::checker::{contend, Checker};
 use support::proxy::{Mode, Proxy};
@@ -317,22 +316,12 @@ async fn a_subscriber_connection_dead_without_closing_is_replaced() {
         .unwrap();
     let key = holding.key("k", None).unwrap();
     let inspector = nodes.servers[0].client().await;
-    let subscribers = || async {
-        let reply: Vec<fred::types::Value> = inspector.pubsub_numsub(&key).await.unwrap();
-        reply
-            .get(1)
-            .and_then(fred::types::Value::as_i64)
-            .unwrap_or(0)
-    };
-    // A waiter that would retry only after 60 s: a release's message is
-    // what lets it in within its wait.
+    let subscribers = || support::subscribers(&inspector, &key);
+    // A release's message is what lets it in within its wait.
     let waiter = support::spawn_acquire(
         &waiting,
         "k",
-        LockOptions::default()
-            .retry_delay(Duration::from_secs(60))
-            .retry_jitter(Duration::from_millis(1))
-            .wait(Duration::from_secs(30)),
+        support::woken_by_messages_only(Duration::from_secs(30)),
     );
     support::eventually(Duration::from_secs(10), || async {
         match subscribers().await {

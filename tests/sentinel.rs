@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
-use redlock::{Error, LockOptions, Redlock};
-use support::{eventually, spawn_acquire, RedisServer};
+use redlock::{LockOptions, Redlock};
+use support::{
+    eventually, held_off, spawn_acquire, subscribers, woken_by_messages_only, RedisServer,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_found_through_sentinel_is_a_lock_node() {
@@ -41,14 +43,7 @@ async fn a_primary_found_through_sentinel_is_a_lock_node() {
         .unwrap();
     let value: Option<String> = client.get(&key).await.unwrap();
     assert!(value.is_some(), "the key is on the primary");
-    let err = direct
-        .acquire(
-            &["r"],
-            LockOptions::default().wait(Duration::from_millis(200)),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
+    held_off(&direct, &["r"]).await;
     lock.release().await.unwrap();
 
     // Release messages come through Sentinel's primary too: a waiter that
@@ -60,20 +55,12 @@ async fn a_primary_found_through_sentinel_is_a_lock_node() {
     let waiter = spawn_acquire(
         &engine,
         "r",
-        LockOptions::default()
-            .retry_delay(Duration::from_secs(60))
-            .retry_jitter(Duration::from_millis(1))
-            .wait(Duration::from_secs(20)),
+        woken_by_messages_only(Duration::from_secs(20)),
     );
-    let numsub = CustomCommand::new_static("PUBSUB", ClusterHash::Random, false);
     eventually(Duration::from_secs(10), || async {
-        let reply: Vec<Value> = client
-            .custom(numsub.clone(), vec!["NUMSUB", key.as_str()])
-            .await
-            .unwrap();
-        match reply.get(1).and_then(Value::as_i64) {
-            Some(1) => Ok(()),
-            other => Err(format!("the waiter never subscribed: {other:?}")),
+        match subscribers(&client, &key).await {
+            1 => Ok(()),
+            n => Err(format!("{n} subscribers: the waiter never subscribed")),
         }
     })
     .await;

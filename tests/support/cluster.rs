@@ -99,8 +99,7 @@ impl Cluster {
         let mut counts = Vec::new();
         for server in &self.servers {
             let client = server.client().await;
-            let reply: Vec<Value> = client.pubsub_numsub(channel).await.unwrap();
-            counts.push(reply.get(1).and_then(Value::as_i64).unwrap_or(0));
+            counts.push(super::subscribers(&client, channel).await);
             let _ = client.quit().await;
         }
         counts

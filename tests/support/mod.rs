@@ -408,6 +408,35 @@ fn pid_dir() -> Option<PathBuf> {
     std::env::var_os("REDLOCK_TEST_PIDS").map(PathBuf::from)
 }
 
+/// Options of a waiter that would retry only after 60 s: within `wait`, it
+/// can have the lock only through a release's message.
+pub fn woken_by_messages_only(wait: Duration) -> LockOptions {
+    LockOptions::default()
+        .retry_delay(Duration::from_secs(60))
+        .retry_jitter(Duration::from_millis(1))
+        .wait(wait)
+}
+
+/// `engine`'s attempt at `resources`, which another holder keeps from it
+/// for the 200 ms it waits: its error.
+pub async fn held_off(engine: &Redlock, resources: &[&str]) -> Error {
+    let err = engine
+        .acquire(
+            resources,
+            LockOptions::default().wait(Duration::from_millis(200)),
+        )
+        .await
+        .expect_err("another holds it");
+    assert!(matches!(err, Error::NotAcquired { .. }), "{err}");
+    err
+}
+
+/// How many connections to `client`'s server subscribe to `channel`.
+pub async fn subscribers(client: &Client, channel: &str) -> i64 {
+    let reply: Vec<Value> = client.pubsub_numsub(channel).await.unwrap();
+    reply.get(1).and_then(Value::as_i64).unwrap_or(0)
+}
+
 /// Options for fast tests: short retry delays, a bounded wait.
 pub fn quick() -> LockOptions {
     LockOptions::default()
