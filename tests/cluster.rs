@@ -21,7 +21,7 @@ async fn engine_on(cluster: &Cluster) -> Redlock {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_is_a_lock_node() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start(3, 0).await;
     let engine = engine_on(&cluster).await;
     let rival = engine_on(&cluster).await;
 
@@ -83,4 +83,30 @@ async fn a_redis_cluster_is_a_lock_node() {
     .await;
     held.release().await.unwrap();
     waiter.await.unwrap().unwrap().release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_of_its_shard_the_cluster_still_locks() {
+    let mut cluster = Cluster::start(3, 1).await;
+    let engine = engine_on(&cluster).await;
+    engine.lock("before", |_| async {}).await.unwrap();
+    // The app's shard: the primary holding its keys (its replica has them too).
+    let (primaries, counts) = (cluster.primaries().await, cluster.key_counts().await);
+    let shard = (0..cluster.servers.len())
+        .find(|&i| primaries[i] && counts[i] > 0)
+        .expect("a primary holds the app's keys");
+
+    cluster.servers[shard].kill();
+    // Its replica takes over, and the client follows the slot there.
+    let probe = LockOptions::default()
+        .node_timeout(Duration::from_millis(500))
+        .wait(Duration::ZERO);
+    let lock = eventually(Duration::from_secs(30), || async {
+        engine
+            .acquire(&["after"], probe.clone())
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    lock.release().await.unwrap();
 }

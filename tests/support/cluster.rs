@@ -9,17 +9,19 @@ use fred::types::{ClusterHash, CustomCommand};
 
 use super::{eventually, spare_port, RedisServer};
 
-/// Primaries without replicas, the hash slots split between them.
+/// Primaries, each with as many replicas, the hash slots split between
+/// the primaries.
 pub struct Cluster {
     pub servers: Vec<RedisServer>,
 }
 
 impl Cluster {
-    /// Starts `n` (at least 3) cluster-enabled servers, joins them with
-    /// `redis-cli --cluster create`, and waits until every one of them
-    /// reports the cluster ready.
-    pub async fn start(n: usize) -> Cluster {
-        let servers: Vec<RedisServer> = (0..n)
+    /// Starts `primaries` (at least 3) cluster-enabled servers with
+    /// `replicas` each, joins them with `redis-cli --cluster create`, and
+    /// waits until every one of them reports the cluster ready. A primary
+    /// that stops answering for 1 s counts as failed.
+    pub async fn start(primaries: usize, replicas: usize) -> Cluster {
+        let servers: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|_| {
                 // The bus port is given: the default, port + 10,000, may
                 // be taken or past 65,535.
@@ -31,6 +33,8 @@ impl Cluster {
                     &bus,
                     "--cluster-config-file",
                     "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
                 ])
             })
             .collect();
@@ -38,23 +42,31 @@ impl Cluster {
         let status = Command::new(cli)
             .args(["--cluster", "create"])
             .args(servers.iter().map(|s| format!("127.0.0.1:{}", s.port())))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()
             .expect("run redis-cli (it comes with redis-server; or set REDIS_CLI)");
         assert!(status.success(), "redis-cli --cluster create failed");
-        let info = CustomCommand::new_static("CLUSTER", ClusterHash::Random, false);
+        let cluster_info = CustomCommand::new_static("CLUSTER", ClusterHash::Random, false);
+        let info = CustomCommand::new_static("INFO", ClusterHash::Random, false);
         for server in &servers {
             let client = server.client().await;
             eventually(Duration::from_secs(30), || async {
-                let info: String = client
-                    .custom(info.clone(), vec!["INFO"])
+                let state: String = client
+                    .custom(cluster_info.clone(), vec!["INFO"])
                     .await
                     .map_err(|e| e.to_string())?;
-                match info.contains("cluster_state:ok") {
+                // A replica can take over only once it has its primary's data.
+                let replication: String = client
+                    .custom(info.clone(), vec!["replication"])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let synced = replication.contains("role:master")
+                    || replication.contains("master_link_status:up");
+                match state.contains("cluster_state:ok") && synced {
                     true => Ok(()),
-                    false => Err(format!("port {}: {info}", server.port())),
+                    false => Err(format!("port {}: {state}\n{replication}", server.port())),
                 }
             })
             .await;
@@ -75,6 +87,22 @@ impl Cluster {
             ports[0],
             others.join("&")
         )
+    }
+
+    /// Whether each server is a primary now.
+    pub async fn primaries(&self) -> Vec<bool> {
+        let role = CustomCommand::new_static("ROLE", ClusterHash::Random, false);
+        let mut primaries = Vec::new();
+        for server in &self.servers {
+            let client = server.client().await;
+            let reply: Vec<Value> = client
+                .custom(role.clone(), Vec::<String>::new())
+                .await
+                .unwrap();
+            primaries.push(reply.first().and_then(Value::as_str).as_deref() == Some("master"));
+            let _ = client.quit().await;
+        }
+        primaries
     }
 
     /// How many keys each server holds.
