@@ -5,6 +5,8 @@ mod support;
 
 use std::time::Duration;
 
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
 use redlock::{LockOptions, Redlock};
 use support::cluster::Cluster;
 use support::{eventually, held_off, quick, spawn_acquire, woken_by_messages_only};
@@ -108,5 +110,55 @@ async fn after_a_failover_of_its_shard_the_cluster_still_locks() {
             .map_err(|e| e.to_string())
     })
     .await;
+    lock.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_acl_user_is_enough_on_a_cluster() {
+    let cluster = Cluster::start(3, 0).await;
+    let acl = CustomCommand::new_static("ACL", ClusterHash::Random, false);
+    let grant = |rules: &'static str| async {
+        for server in &cluster.servers {
+            let client = server.client().await;
+            let mut args = vec!["SETUSER", "locker", "on", ">locker-pw"];
+            args.extend(rules.split(' '));
+            let _: () = client.custom(acl.clone(), args).await.unwrap();
+        }
+    };
+    let build = || {
+        Redlock::builder()
+            .app("t")
+            .nodes([cluster.url().replacen(
+                "redis-cluster://",
+                "redis-cluster://locker:locker-pw@",
+                1,
+            )])
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+    };
+
+    // What a lock user needs on a standalone node (see tests/security.rs)...
+    grant(
+        "~redlock_* ~redlock-fence_* &redlock_* +@connection +eval +evalsha +script|load \
+         +get +set +incr +del +pexpire +publish +subscribe +unsubscribe",
+    )
+    .await;
+    let err = build().await.unwrap_err().to_string();
+    assert!(
+        err.contains("NOPERM") && err.contains("Security section"),
+        "{err}"
+    );
+    // ...and the client's look at the cluster's state.
+    grant("+cluster|info +cluster|slots").await;
+    let engine = build().await.unwrap();
+    for fencing in [true, false] {
+        let options = LockOptions::default().fencing(fencing);
+        engine.lock_with("r", options, |_| async {}).await.unwrap();
+    }
+    let lock = engine
+        .acquire(&["a", "b"], LockOptions::default())
+        .await
+        .unwrap();
+    lock.extend(Duration::from_secs(5)).await.unwrap();
     lock.release().await.unwrap();
 }

@@ -235,6 +235,11 @@ pub(super) fn hint(details: &str) -> String {
             "{details} (a lock key collides with application data of another type: \
              choose another `app` name or resource)"
         )
+    } else if details.contains("NOPERM") {
+        format!(
+            "{details} (the node's ACL user needs that command or key: the README's \
+             Security section lists what a lock user needs)"
+        )
     } else {
         details.to_owned()
     }
