@@ -82,6 +82,12 @@ async fn a_least_privilege_acl_user_is_enough() {
         .unwrap();
     lock.extend(Duration::from_secs(5)).await.unwrap();
     lock.release().await.unwrap();
+    // Without fencing, the acquire is a plain `SET … NX GET`.
+    let unfenced = LockOptions::default().fencing(false);
+    engine
+        .lock_with("plain", unfenced, |_| async {})
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
