@@ -769,6 +769,17 @@ async fn a_key_holding_application_data_fails_with_a_hint_and_is_left_alone() {
     );
     let kind: String = client.r#type(&key).await.unwrap();
     assert_eq!(kind, "list", "the list is untouched");
+    // No retry cures it: an unbounded wait ends at once, not after a TTL
+    // (30 s) of attempts.
+    let unbounded = LockOptions::default().wait_forever();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        engine.acquire(&["listed"], unbounded),
+    )
+    .await
+    .expect("no retry while the key holds a list")
+    .unwrap_err();
+    assert!(matches!(err, Error::QuorumUnreachable { .. }), "{err}");
 
     // The fencing counter holds text: the lock key is not left behind (the
     // script takes back its write, and the engine releases a failed attempt).

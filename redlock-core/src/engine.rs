@@ -11,7 +11,7 @@ use crate::context::LockContext;
 use crate::error::{Error, Result, Vote};
 use crate::keepalive::{self, KeepAlive};
 use crate::lock::{Held, Lock};
-use crate::node::{Node, NodeCall};
+use crate::node::{needs_a_fix, Node, NodeCall};
 use crate::options::{IsolateOptions, LockOptions, Settings};
 use crate::quorum::{self, fan_out, Until};
 use crate::resource::LockKeys;
@@ -219,7 +219,8 @@ impl Redlock {
 }
 
 /// The Redlock acquisition loop: attempts until a quorum grants a lock with
-/// positive validity, the wait bound passes, or the nodes stay unreachable.
+/// positive validity, the wait bound passes, the nodes stay unreachable, or
+/// too many of them answer with an error that needs a fix.
 async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Result<Lock> {
     let nodes = &engine.nodes;
     let started = Instant::now();
@@ -289,7 +290,14 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
         let out_of_time = give_up_at.is_some_and(|at| now >= at);
         let unreachable_too_long =
             !reachable && give_up_at.is_none() && unreachable_for >= settings.lease.ttl;
-        if out_of_time || unreachable_too_long {
+        // Errors that no retry cures, on too many nodes for a quorum: the
+        // caller learns what to fix now, not after a TTL of attempts.
+        let incurable = votes
+            .iter()
+            .filter(|(v, _)| matches!(v, Vote::Failed(reason) if needs_a_fix(reason)))
+            .count();
+        let needs_fixing = incurable > nodes.len() - engine.quorum;
+        if out_of_time || unreachable_too_long || needs_fixing {
             let votes = quorum::named(nodes, votes);
             return Err(if reachable {
                 Error::NotAcquired {

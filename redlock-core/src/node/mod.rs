@@ -15,7 +15,7 @@ use std::time::Duration;
 use fred::types::Value;
 
 pub(crate) use memory::MemoryNode;
-pub(crate) use redis::RedisNode;
+pub(crate) use redis::{needs_a_fix, RedisNode};
 
 use batch::Turn;
 

@@ -228,6 +228,13 @@ pub(super) fn describe(e: FredError) -> String {
     hint(&format!("{:?}: {}", e.kind(), e.details()))
 }
 
+/// Whether a node's error is one that no retry cures, only a change to the
+/// configuration: a lock key holding application data of another type, or
+/// an ACL user without a command or key the lock needs.
+pub(crate) fn needs_a_fix(details: &str) -> bool {
+    details.contains("WRONGTYPE") || details.contains("NOPERM")
+}
+
 /// A node's error text, with a hint for the known traps.
 pub(super) fn hint(details: &str) -> String {
     if details.contains("WRONGTYPE") {
