@@ -91,6 +91,7 @@ async fn a_redis_cluster_is_a_lock_node() {
 async fn after_a_failover_of_its_shard_the_cluster_still_locks() {
     let mut cluster = Cluster::start(3, 1).await;
     let engine = engine_on(&cluster).await;
+    let rival = engine_on(&cluster).await;
     engine.lock("before", |_| async {}).await.unwrap();
     // The app's shard: the primary holding its keys (its replica has them too).
     let (primaries, counts) = (cluster.primaries().await, cluster.key_counts().await);
@@ -110,7 +111,34 @@ async fn after_a_failover_of_its_shard_the_cluster_still_locks() {
             .map_err(|e| e.to_string())
     })
     .await;
+
+    // Release messages still reach another engine's waiter, once its
+    // client is back too (fred reconnects all of a cluster's connections
+    // when one fails).
+    eventually(Duration::from_secs(30), || async {
+        let lock = rival
+            .acquire(&["rival-back"], probe.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        lock.release().await.map_err(|e| e.to_string())
+    })
+    .await;
+    let waiter = spawn_acquire(
+        &rival,
+        "after",
+        woken_by_messages_only(Duration::from_secs(20)),
+    );
+    let key = engine.key("after", None).unwrap();
+    eventually(Duration::from_secs(20), || async {
+        let counts = cluster.subscribers(&key).await;
+        match counts.iter().sum::<i64>() {
+            1 => Ok(()),
+            _ => Err(format!("the waiter's subscriptions: {counts:?}")),
+        }
+    })
+    .await;
     lock.release().await.unwrap();
+    waiter.await.unwrap().unwrap().release().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,15 +91,19 @@ async fn after_a_failover_the_node_is_the_new_primary() {
         }
     })
     .await;
-    let engine = Redlock::builder()
-        .app("t")
-        .nodes([format!(
-            "redis-sentinel://127.0.0.1:{}?sentinelServiceName=locks",
-            sentinel.port()
-        )])
-        .build()
-        .await
-        .unwrap();
+    let through_sentinel = || {
+        Redlock::builder()
+            .app("t")
+            .nodes([format!(
+                "redis-sentinel://127.0.0.1:{}?sentinelServiceName=locks",
+                sentinel.port()
+            )])
+            .build()
+    };
+    let (engine, rival) = (
+        through_sentinel().await.unwrap(),
+        through_sentinel().await.unwrap(),
+    );
     engine.lock("before", |_| async {}).await.unwrap();
 
     primary.kill();
@@ -118,5 +122,20 @@ async fn after_a_failover_the_node_is_the_new_primary() {
     let key = engine.key("after", None).unwrap();
     let value: Option<String> = promoted.get(&key).await.unwrap();
     assert!(value.is_some(), "the lock is the promoted replica's key");
+
+    // The subscriber followed too: another engine's waiter hears the release.
+    let waiter = spawn_acquire(
+        &rival,
+        "after",
+        woken_by_messages_only(Duration::from_secs(20)),
+    );
+    eventually(Duration::from_secs(20), || async {
+        match subscribers(&promoted, &key).await {
+            1 => Ok(()),
+            n => Err(format!("{n} subscribers on the new primary")),
+        }
+    })
+    .await;
     lock.release().await.unwrap();
+    waiter.await.unwrap().unwrap().release().await.unwrap();
 }

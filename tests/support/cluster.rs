@@ -122,10 +122,15 @@ impl Cluster {
         counts
     }
 
-    /// How many subscribers each server has on `channel`.
+    /// How many subscribers each running server has on `channel`.
     pub async fn subscribers(&self, channel: &str) -> Vec<i64> {
         let mut counts = Vec::new();
         for server in &self.servers {
+            // A killed server has none.
+            if server.pid().is_none() {
+                counts.push(0);
+                continue;
+            }
             let client = server.client().await;
             counts.push(super::subscribers(&client, channel).await);
             let _ = client.quit().await;
