@@ -9,7 +9,10 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redlock::{LockOptions, Redlock};
 use support::cluster::Cluster;
-use support::{eventually, held_off, quick, spawn_acquire, woken_by_messages_only};
+use support::{
+    acquire_when_back, eventually, every_kind_of_lock, held_off, quick, spawn_acquire,
+    woken_by_messages_only,
+};
 
 async fn engine_on(cluster: &Cluster) -> Redlock {
     Redlock::builder()
@@ -101,28 +104,13 @@ async fn after_a_failover_of_its_shard_the_cluster_still_locks() {
 
     cluster.servers[shard].kill();
     // Its replica takes over, and the client follows the slot there.
-    let probe = LockOptions::default()
-        .node_timeout(Duration::from_millis(500))
-        .wait(Duration::ZERO);
-    let lock = eventually(Duration::from_secs(30), || async {
-        engine
-            .acquire(&["after"], probe.clone())
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    let lock = acquire_when_back(&engine, "after").await;
 
     // Release messages still reach another engine's waiter, once its
     // client is back too (fred reconnects all of a cluster's connections
     // when one fails).
-    eventually(Duration::from_secs(30), || async {
-        let lock = rival
-            .acquire(&["rival-back"], probe.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        lock.release().await.map_err(|e| e.to_string())
-    })
-    .await;
+    let back = acquire_when_back(&rival, "rival-back").await;
+    back.release().await.unwrap();
     let waiter = spawn_acquire(
         &rival,
         "after",
@@ -178,15 +166,5 @@ async fn a_least_privilege_acl_user_is_enough_on_a_cluster() {
     );
     // ...and the client's look at the cluster's state.
     grant("+cluster|info +cluster|slots").await;
-    let engine = build().await.unwrap();
-    for fencing in [true, false] {
-        let options = LockOptions::default().fencing(fencing);
-        engine.lock_with("r", options, |_| async {}).await.unwrap();
-    }
-    let lock = engine
-        .acquire(&["a", "b"], LockOptions::default())
-        .await
-        .unwrap();
-    lock.extend(Duration::from_secs(5)).await.unwrap();
-    lock.release().await.unwrap();
+    every_kind_of_lock(&build().await.unwrap()).await;
 }

@@ -76,18 +76,7 @@ async fn a_least_privilege_acl_user_is_enough() {
         .await
         .unwrap();
     assert_eq!(lock_once(&engine).await, 1);
-    let lock = engine
-        .acquire(&["a", "b"], LockOptions::default())
-        .await
-        .unwrap();
-    lock.extend(Duration::from_secs(5)).await.unwrap();
-    lock.release().await.unwrap();
-    // Without fencing, the acquire is a plain `SET … NX GET`.
-    let unfenced = LockOptions::default().fencing(false);
-    engine
-        .lock_with("plain", unfenced, |_| async {})
-        .await
-        .unwrap();
+    support::every_kind_of_lock(&engine).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

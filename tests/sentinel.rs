@@ -9,7 +9,8 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redlock::{LockOptions, Redlock};
 use support::{
-    eventually, held_off, spawn_acquire, subscribers, woken_by_messages_only, RedisServer,
+    acquire_when_back, eventually, held_off, spawn_acquire, subscribers, woken_by_messages_only,
+    RedisServer,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,22 +109,19 @@ async fn after_a_failover_the_node_is_the_new_primary() {
 
     primary.kill();
     // Sentinel promotes the replica, and the client follows it there.
-    let probe = LockOptions::default()
-        .node_timeout(Duration::from_millis(500))
-        .wait(Duration::ZERO);
-    let lock = eventually(Duration::from_secs(30), || async {
-        engine
-            .acquire(&["after"], probe.clone())
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    let lock = acquire_when_back(&engine, "after").await;
     let promoted = replica.client().await;
     let key = engine.key("after", None).unwrap();
     let value: Option<String> = promoted.get(&key).await.unwrap();
     assert!(value.is_some(), "the lock is the promoted replica's key");
 
-    // The subscriber followed too: another engine's waiter hears the release.
+    // The subscriber followed too: another engine's waiter hears the
+    // release, once that engine's client is back.
+    acquire_when_back(&rival, "rival-back")
+        .await
+        .release()
+        .await
+        .unwrap();
     let waiter = spawn_acquire(
         &rival,
         "after",

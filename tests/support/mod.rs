@@ -431,6 +431,40 @@ pub async fn held_off(engine: &Redlock, resources: &[&str]) -> Error {
     err
 }
 
+/// `engine`'s lock of `resource`, taken as soon as its node answers again
+/// (after a failover); panics after 30 s.
+pub async fn acquire_when_back(engine: &Redlock, resource: &str) -> redlock::Lock {
+    let probe = LockOptions::default()
+        .node_timeout(Duration::from_millis(500))
+        .wait(Duration::ZERO);
+    eventually(Duration::from_secs(30), || async {
+        engine
+            .acquire(&[resource], probe.clone())
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Takes and gives back every kind of lock, with every script operation
+/// and command the engine sends: fenced, unfenced, several resources at
+/// once, extended (what a least-privilege ACL user must be allowed).
+pub async fn every_kind_of_lock(engine: &Redlock) {
+    for fencing in [true, false] {
+        let options = LockOptions::default().fencing(fencing);
+        engine
+            .lock_with("one", options, |_| async {})
+            .await
+            .unwrap();
+    }
+    let lock = engine
+        .acquire(&["a", "b"], LockOptions::default())
+        .await
+        .unwrap();
+    lock.extend(Duration::from_secs(5)).await.unwrap();
+    lock.release().await.unwrap();
+}
+
 /// How many connections to `client`'s server subscribe to `channel`.
 pub async fn subscribers(client: &Client, channel: &str) -> i64 {
     let reply: Vec<Value> = client.pubsub_numsub(channel).await.unwrap();
