@@ -3,9 +3,10 @@
 //! One script serves every operation but one, and one call carries every
 //! operation that was waiting for the node. (The exception: an acquire of
 //! one resource without fencing, sent alone, is a plain `SET … NX PX GET`,
-//! which costs the server about a third less; see `node::batch`.) fred flushes the socket after each script
-//! call, so under load a batch costs one system call and one server wake-up
-//! instead of one per lock. A batch of one is the uncontended case.
+//! which costs the server about a third less; see `node::batch`.) fred
+//! flushes the socket after each script call, so under load a batch costs
+//! one system call and one server wake-up instead of one per lock. A batch
+//! of one is the uncontended case.
 //!
 //! `ARGV` is a sequence of operations, each a head and its arguments. The
 //! head is the operation's code and its number of resources `n`, e.g. `T1`,

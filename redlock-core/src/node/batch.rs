@@ -3,8 +3,8 @@
 //! A caller that finds no call in flight becomes the leader: it sends its
 //! operation as a batch of its own (nothing else is queued while the queue
 //! is idle; an unfenced acquire of one resource then goes as a plain `SET`,
-//! see [`Link::set_nx_get`]) and reads the reply itself, with no task hop and no channel on
-//! the uncontended path. Operations queued meanwhile form the next batches,
+//! see [`Link::set_nx_get`]) and reads the reply itself, with no task hop
+//! and no channel on the uncontended path. Operations queued meanwhile form the next batches,
 //! sent by a task: at most two calls are in flight, so that the server runs
 //! one while the client reads the other's answers, and while both are out
 //! each batch takes half of what waits (at least 32), so the two stay
@@ -516,10 +516,10 @@ impl Link {
     /// An acquire of one lock key without fencing, as the script's would
     /// be: granted (0) if the key was free or already holds `value` (a call
     /// sent again after a reconnection; its TTL stays as the first call set
-    /// it, a moment earlier), else -1; a key of another type is an error. One command instead of a script call spares the server
-    /// about a third of a lock's cost (`scripts/script-cost.sh`). `None`
-    /// when the server does not take `NX` with `GET` (before Redis 7.0):
-    /// nothing ran.
+    /// it, a moment earlier), else -1; a key of another type is an error.
+    /// One command instead of a script call spares the server about a third
+    /// of a lock's cost (`scripts/script-cost.sh`). `None` when the server
+    /// does not take `NX` with `GET` (before Redis 7.0): nothing ran.
     async fn set_nx_get(&self, key: &Key, value: &Value, ttl_ms: u64) -> Option<NodeResult<i64>> {
         let ttl = Expiration::PX(signed(ttl_ms));
         let reply = self

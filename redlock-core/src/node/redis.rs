@@ -228,26 +228,33 @@ pub(super) fn describe(e: FredError) -> String {
     hint(&format!("{:?}: {}", e.kind(), e.details()))
 }
 
-/// Whether a node's error is one that no retry cures, only a change to the
-/// configuration: a lock key holding application data of another type, or
-/// an ACL user without a command or key the lock needs.
-pub(crate) fn needs_a_fix(details: &str) -> bool {
-    details.contains("WRONGTYPE") || details.contains("NOPERM")
-}
-
-/// A node's error text, with a hint for the known traps.
-pub(super) fn hint(details: &str) -> String {
+/// The known traps: a node error that no retry cures, only a change to the
+/// configuration, and what to change.
+fn trap(details: &str) -> Option<&'static str> {
     if details.contains("WRONGTYPE") {
-        format!(
-            "{details} (a lock key collides with application data of another type: \
-             choose another `app` name or resource)"
+        Some(
+            "a lock key collides with application data of another type: \
+             choose another `app` name or resource",
         )
     } else if details.contains("NOPERM") {
-        format!(
-            "{details} (the node's ACL user needs that command or key: the README's \
-             Security section lists what a lock user needs)"
+        Some(
+            "the node's ACL user needs that command or key: the README's \
+             Security section lists what a lock user needs",
         )
     } else {
-        details.to_owned()
+        None
+    }
+}
+
+/// Whether a node's error is a known trap (see [`hint`]): retrying cannot cure it.
+pub(crate) fn needs_a_fix(details: &str) -> bool {
+    trap(details).is_some()
+}
+
+/// A node's error text, with what to change for the known traps.
+pub(super) fn hint(details: &str) -> String {
+    match trap(details) {
+        Some(fix) => format!("{details} ({fix})"),
+        None => details.to_owned(),
     }
 }
