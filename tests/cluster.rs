@@ -9,10 +9,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redlock::{LockOptions, Redlock};
 use support::cluster::Cluster;
-use support::{
-    acquire_when_back, eventually, every_kind_of_lock, held_off, quick, spawn_acquire,
-    woken_by_messages_only,
-};
+use support::{acquire_when_back, every_kind_of_lock, hand_over_by_message, held_off, quick};
 
 async fn engine_on(cluster: &Cluster) -> Redlock {
     Redlock::builder()
@@ -76,18 +73,13 @@ async fn a_redis_cluster_is_a_lock_node() {
         .acquire(&["w"], LockOptions::default())
         .await
         .unwrap();
-    let waiter = spawn_acquire(&rival, "w", woken_by_messages_only(Duration::from_secs(20)));
     let key = engine.key("w", None).unwrap();
-    eventually(Duration::from_secs(10), || async {
-        let subscribers = cluster.subscribers(&key).await;
-        match subscribers.iter().sum::<i64>() {
-            1 => Ok(()),
-            _ => Err(format!("the waiter never subscribed: {subscribers:?}")),
-        }
-    })
-    .await;
-    held.release().await.unwrap();
-    waiter.await.unwrap().unwrap().release().await.unwrap();
+    let listeners = || async { cluster.subscribers(&key).await.iter().sum() };
+    hand_over_by_message(held, &rival, listeners)
+        .await
+        .release()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,22 +103,13 @@ async fn after_a_failover_of_its_shard_the_cluster_still_locks() {
     // when one fails).
     let back = acquire_when_back(&rival, "rival-back").await;
     back.release().await.unwrap();
-    let waiter = spawn_acquire(
-        &rival,
-        "after",
-        woken_by_messages_only(Duration::from_secs(20)),
-    );
     let key = engine.key("after", None).unwrap();
-    eventually(Duration::from_secs(20), || async {
-        let counts = cluster.subscribers(&key).await;
-        match counts.iter().sum::<i64>() {
-            1 => Ok(()),
-            _ => Err(format!("the waiter's subscriptions: {counts:?}")),
-        }
-    })
-    .await;
-    lock.release().await.unwrap();
-    waiter.await.unwrap().unwrap().release().await.unwrap();
+    let listeners = || async { cluster.subscribers(&key).await.iter().sum() };
+    hand_over_by_message(lock, &rival, listeners)
+        .await
+        .release()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,7 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redlock::{LockOptions, Redlock};
 use support::{
-    acquire_when_back, eventually, held_off, spawn_acquire, subscribers, woken_by_messages_only,
-    RedisServer,
+    acquire_when_back, eventually, hand_over_by_message, held_off, subscribers, RedisServer,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,20 +52,7 @@ async fn a_primary_found_through_sentinel_is_a_lock_node() {
         .acquire(&["r"], LockOptions::default().wait(Duration::from_secs(5)))
         .await
         .unwrap();
-    let waiter = spawn_acquire(
-        &engine,
-        "r",
-        woken_by_messages_only(Duration::from_secs(20)),
-    );
-    eventually(Duration::from_secs(10), || async {
-        match subscribers(&client, &key).await {
-            1 => Ok(()),
-            n => Err(format!("{n} subscribers: the waiter never subscribed")),
-        }
-    })
-    .await;
-    held.release().await.unwrap();
-    let lock = waiter.await.unwrap().unwrap();
+    let lock = hand_over_by_message(held, &engine, || subscribers(&client, &key)).await;
     lock.release().await.unwrap();
     let value: Option<String> = client.get(&key).await.unwrap();
     assert_eq!(value, None);
@@ -122,18 +108,9 @@ async fn after_a_failover_the_node_is_the_new_primary() {
         .release()
         .await
         .unwrap();
-    let waiter = spawn_acquire(
-        &rival,
-        "after",
-        woken_by_messages_only(Duration::from_secs(20)),
-    );
-    eventually(Duration::from_secs(20), || async {
-        match subscribers(&promoted, &key).await {
-            1 => Ok(()),
-            n => Err(format!("{n} subscribers on the new primary")),
-        }
-    })
-    .await;
-    lock.release().await.unwrap();
-    waiter.await.unwrap().unwrap().release().await.unwrap();
+    hand_over_by_message(lock, &rival, || subscribers(&promoted, &key))
+        .await
+        .release()
+        .await
+        .unwrap();
 }

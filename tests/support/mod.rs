@@ -465,6 +465,36 @@ pub async fn every_kind_of_lock(engine: &Redlock) {
     lock.release().await.unwrap();
 }
 
+/// Releases `lock` to a waiter of `engine` that only a release's message
+/// can wake (see [`woken_by_messages_only`]), once the waiter listens:
+/// `listeners` counts the connections subscribed to the lock's key.
+/// Returns the waiter's lock.
+pub async fn hand_over_by_message<F, Listeners>(
+    lock: redlock::Lock,
+    engine: &Redlock,
+    listeners: F,
+) -> redlock::Lock
+where
+    F: Fn() -> Listeners,
+    Listeners: std::future::Future<Output = i64>,
+{
+    let resource = lock.resources()[0].clone();
+    let waiter = spawn_acquire(
+        engine,
+        &resource,
+        woken_by_messages_only(Duration::from_secs(20)),
+    );
+    eventually(Duration::from_secs(20), || async {
+        match listeners().await {
+            1 => Ok(()),
+            n => Err(format!("{n} subscribers: the waiter never listened")),
+        }
+    })
+    .await;
+    lock.release().await.unwrap();
+    waiter.await.unwrap().unwrap()
+}
+
 /// How many connections to `client`'s server subscribe to `channel`.
 pub async fn subscribers(client: &Client, channel: &str) -> i64 {
     let reply: Vec<Value> = client.pubsub_numsub(channel).await.unwrap();
