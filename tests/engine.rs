@@ -10,6 +10,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use redlock::{Error, LockOptions, OnLoss, Redlock, Vote};
+use support::proxy::Proxy;
 use support::{
     eventually, everywhere, gone, quick, spawn_acquire, subscribers, woken_by_messages_only, Nodes,
 };
@@ -461,6 +462,122 @@ async fn released_when_the_function_panics_or_the_guard_drops() {
     let lock = engine.acquire(&["p"], wait).await.unwrap();
     lock.release().await.unwrap();
     nodes.values_when(&key, gone).await;
+}
+
+/// A lock call that is cancelled (its request timed out, its task was
+/// aborted) releases in a task of its own. `close` waits for that release,
+/// here one that waits for its node to come back, so that a process that
+/// exits right after leaves no lock for others to wait out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_the_release_of_a_cancelled_lock_call() {
+    let nodes = Nodes::start(1);
+    let proxy = Proxy::start(nodes.servers[0].port()).await;
+    let engine = Redlock::builder()
+        .app("t")
+        .nodes([proxy.url()])
+        .defaults(LockOptions::default().node_timeout(Duration::from_secs(20)))
+        .build()
+        .await
+        .unwrap();
+    let key = engine.key("r", None).unwrap();
+    let (entered, has_entered) = tokio::sync::oneshot::channel();
+    let call = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .lock("r", |_| async move {
+                    let _ = entered.send(());
+                    std::future::pending::<()>().await
+                })
+                .await
+        }
+    });
+    has_entered.await.unwrap();
+    proxy.cut();
+    let probe = LockOptions::default()
+        .node_timeout(Duration::from_millis(200))
+        .wait(Duration::ZERO);
+    eventually(Duration::from_secs(30), || async {
+        match engine.acquire(&["probe"], probe.clone()).await {
+            Err(e) if e.to_string().contains("not connected") => Ok(()),
+            other => Err(format!("the engine never saw its node go: {other:?}")),
+        }
+    })
+    .await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+
+    let closing = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.close().await }
+    });
+    eventually(Duration::from_secs(10), || async {
+        match engine.is_closed() {
+            true => Ok(()),
+            false => Err("close never began".to_owned()),
+        }
+    })
+    .await;
+    assert!(!closing.is_finished(), "close did not wait for the release");
+    assert!(
+        everywhere(&nodes.values(&key).await),
+        "the lock is still held"
+    );
+    proxy.heal();
+    tokio::time::timeout(Duration::from_secs(30), closing)
+        .await
+        .expect("close completes once the release is done")
+        .unwrap();
+    assert!(
+        gone(&nodes.values(&key).await),
+        "close returned before the release"
+    );
+
+    let err = engine.lock("r", |_| async {}).await.unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err}");
+    assert!(err.to_string().contains("build a new engine"), "{err}");
+}
+
+/// A caller waiting for a lock when its engine closes gets `Closed` at
+/// once, not after its wait (here unbounded); the holder keeps its lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_the_acquires_that_wait() {
+    let nodes = Nodes::start(1);
+    let holding = nodes.engine("t", quick()).await;
+    let lock = holding
+        .acquire(&["w"], LockOptions::default())
+        .await
+        .unwrap();
+    let closing = nodes.engine("t", quick()).await;
+    let waiter = spawn_acquire(
+        &closing,
+        "w",
+        LockOptions::default()
+            .retry_delay(Duration::from_secs(60))
+            .wait_forever(),
+    );
+    let key = holding.key("w", None).unwrap();
+    let inspector = nodes.servers[0].client().await;
+    eventually(Duration::from_secs(20), || async {
+        match subscribers(&inspector, &key).await {
+            0 => Err("the waiter never began to wait".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+
+    tokio::time::timeout(Duration::from_secs(20), closing.close())
+        .await
+        .expect("close does not wait for a waiter's lock");
+    let err = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the waiter ends when its engine closes")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err}");
+    assert!(!lock.is_lost());
+    lock.extend(Duration::from_secs(30)).await.unwrap();
+    lock.release().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,6 +162,7 @@ impl RedlockBuilder {
                 wakeup: Wakeup::new(Vec::new()),
                 listeners: Vec::new(),
                 keep_alive,
+                closing: Default::default(),
             }));
         }
         if self.urls.is_empty() {
@@ -243,6 +244,7 @@ impl RedlockBuilder {
             wakeup,
             listeners,
             keep_alive,
+            closing: Default::default(),
         }))
     }
 }

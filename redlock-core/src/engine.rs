@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::builder::RedlockBuilder;
+use crate::closing::Closing;
 use crate::context::LockContext;
 use crate::error::{Error, Result, Vote};
 use crate::keepalive::{self, KeepAlive};
@@ -34,6 +35,8 @@ pub(crate) struct Inner {
     pub keep_alive: Arc<KeepAlive>,
     /// The release-notification listeners, one per node.
     pub listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// Whether the engine is closed, and which acquires and releases are under way.
+    pub closing: Arc<Closing>,
 }
 
 impl Drop for Inner {
@@ -216,12 +219,55 @@ impl Redlock {
     pub fn warnings(&self) -> &[String] {
         &self.inner.warnings
     }
+
+    /// Closes the engine and every clone of it, for a process that shuts
+    /// down: call it before the runtime ends, once the tasks that lock have
+    /// ended or been cancelled.
+    ///
+    /// From the call on, an acquire or lock call fails with
+    /// [`Error::Closed`], and so do the ones waiting for a lock. The call
+    /// completes once the acquires and releases under way have finished
+    /// (each within its node timeout), among them the releases of guards
+    /// dropped and of lock calls cancelled, which run in tasks of their
+    /// own: without it, a process that exits before they run leaves its
+    /// locks held until their TTL. Then it closes the connections to the
+    /// nodes.
+    ///
+    /// A lock still held then is not released (its function may still be
+    /// running): its keys expire at their TTL, and a lock call whose
+    /// function still runs loses it when its extension fails. Calling it
+    /// again does nothing more.
+    pub async fn close(&self) {
+        let inner = &self.inner;
+        inner.closing.close().await;
+        let bound = inner.default_settings.node_timeout;
+        let mut quits: Vec<_> = inner
+            .nodes
+            .iter()
+            .map(|node| Box::pin(node.close(bound)))
+            .collect();
+        std::future::poll_fn(|cx| {
+            quits.retain_mut(|quit| quit.as_mut().poll(cx).is_pending());
+            if quits.is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Whether [`close`](Redlock::close) was called on this engine or a clone of it.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closing.is_closed()
+    }
 }
 
 /// The Redlock acquisition loop: attempts until a quorum grants a lock with
 /// positive validity, the wait bound passes, the nodes stay unreachable, or
 /// too many of them answer with an error that needs a fix.
 async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Result<Lock> {
+    let _busy = engine.closing.enter().ok_or(Error::Closed)?;
     let nodes = &engine.nodes;
     let started = Instant::now();
     let give_up_at = settings.wait.and_then(|wait| started.checked_add(wait));
@@ -235,10 +281,8 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
     if engine.wakeup.is_watched(keys.locks()) {
         let queued = watch.insert(engine.wakeup.watch(keys.locks()));
         let seen = queued.releases();
-        tokio::select! {
-            () = tokio::time::sleep(retry_pause(&settings)) => {}
-            () = queued.released_since(seen) => {}
-        }
+        let at = Instant::now() + retry_pause(&settings);
+        pause(engine, at, queued.released_since(seen)).await?;
     }
     loop {
         attempts += 1;
@@ -272,7 +316,13 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
         if let (Some(token), true) = (token, valid) {
             let deadline = attempt_start + settings.lease.ttl - settings.lease.drift;
             let held = Held::new(engine.clone(), keys, value, settings, token, deadline);
-            return Ok(Lock::new(held));
+            let lock = Lock::new(held);
+            // Once the engine closes, it hands out no more locks.
+            if engine.closing.is_closed() {
+                let _ = lock.release().await;
+                return Err(Error::Closed);
+            }
+            return Ok(lock);
         }
         // A failed attempt leaves nothing behind: every node that may hold our
         // value (granted, failed, timed out, not awaited) is told to drop it.
@@ -323,10 +373,8 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
             // news is lost (or the lock expires).
             let watch = watch.get_or_insert_with(|| engine.wakeup.watch(keys.locks()));
             let seen = releases_before.unwrap_or_else(|| watch.releases());
-            tokio::select! {
-                () = tokio::time::sleep_until(cap(now + retry_pause(&settings))) => {}
-                () = watch.released_since(seen) => {}
-            }
+            let at = cap(now + retry_pause(&settings));
+            pause(engine, at, watch.released_since(seen)).await?;
         } else if reachable {
             // A split vote: contenders took a share each. Back off for a
             // random few round trips, so the next race has a winner.
@@ -334,10 +382,21 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
             let backoff = Duration::from_nanos(value::jitter_nanos(
                 u64::try_from((round_trip * 2).min(settings.retry_delay).as_nanos()).unwrap_or(0),
             ));
-            tokio::time::sleep_until(cap(now + backoff)).await;
+            pause(engine, cap(now + backoff), std::future::pending()).await?;
         } else {
-            tokio::time::sleep_until(cap(now + retry_pause(&settings))).await;
+            let at = cap(now + retry_pause(&settings));
+            pause(engine, at, std::future::pending()).await?;
         }
+    }
+}
+
+/// Waits until `at`, or until `woken` completes; fails with
+/// [`Error::Closed`] as soon as the engine closes.
+async fn pause(engine: &Inner, at: Instant, woken: impl Future<Output = ()>) -> Result<()> {
+    tokio::select! {
+        () = tokio::time::sleep_until(at) => Ok(()),
+        () = woken => Ok(()),
+        () = engine.closing.closed() => Err(Error::Closed),
     }
 }
 

@@ -171,6 +171,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// The engine was closed ([`Redlock::close`](crate::Redlock::close)):
+    /// it takes no more locks.
+    #[error(
+        "the lock engine was closed (Redlock::close) and takes no more locks: \
+         close it only once the process stops locking, or build a new engine"
+    )]
+    Closed,
+
     /// Nodes that could not be reached when the engine was built.
     #[error("{} Redis node(s) unreachable at start-up: {}. Start them, fix their addresses, \
              or allow a reachable quorum with RedlockBuilder::require_all_nodes(false)",

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod closing;
 mod context;
 mod engine;
 mod error;

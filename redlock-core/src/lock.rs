@@ -166,6 +166,7 @@ impl Held {
         if self.released.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let _busy = self.engine.closing.enter_anyway();
         let nodes = &self.engine.nodes;
         let mut round = std::pin::pin!(fan_out(
             nodes,
@@ -281,8 +282,12 @@ impl Drop for Lock {
         // Outside a runtime the keys expire at their TTL.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let held = self.held.clone();
+            // Counted now: `Redlock::close` waits for it, though the task
+            // has not run yet.
+            let busy = held.engine.closing.enter_owned();
             runtime.spawn(async move {
                 let _ = held.release().await;
+                drop(busy);
             });
         }
     }

@@ -44,7 +44,7 @@ use fred::clients::Client;
 use fred::interfaces::{EventInterface, KeysInterface, LuaInterface};
 use fred::types::scripts::Script;
 use fred::types::{Expiration, Key, SetOptions, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use super::health::{Health, MARK};
 use super::NodeResult;
@@ -204,6 +204,11 @@ pub(crate) struct Queue {
     state: Mutex<State>,
     /// At most this many operations wait (see the module doc).
     backlog: usize,
+    /// Set once the engine closes and waits for the queue to settle (see
+    /// [`Queue::settled`]); read under the state's lock.
+    settling: AtomicBool,
+    /// Wakes [`Queue::settled`] when a call's place is freed.
+    settled: Notify,
 }
 
 /// The node's connection and the lock script: what a call needs. Calls hold
@@ -241,6 +246,13 @@ struct State {
     abandoned: Option<Call>,
 }
 
+impl State {
+    /// See [`Queue::settled`].
+    fn has_settled(&self) -> bool {
+        self.calls == 0 || (self.pending.is_empty() && self.abandoned.is_some())
+    }
+}
+
 /// A node call as a leader or a task makes it.
 type Call = Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>;
 
@@ -259,6 +271,8 @@ impl Queue {
             }),
             state: Mutex::new(State::default()),
             backlog,
+            settling: AtomicBool::new(false),
+            settled: Notify::new(),
         })
     }
 
@@ -330,6 +344,7 @@ impl Queue {
                 continue;
             }
             let Some(batch) = self.take_batch(&mut state, std::mem::take(&mut emptied)) else {
+                self.freed(state);
                 return Poll::Ready(());
             };
             let mut call: Exchange = Box::pin(self.clone().exchange(batch));
@@ -350,8 +365,37 @@ impl Queue {
         let mut state = self.lock();
         if state.pending.is_empty() {
             state.calls -= 1;
+            self.freed(state);
         } else {
             tokio::spawn(self.clone().drain());
+        }
+    }
+
+    /// A call's place was freed, or left to an abandoned call: wakes
+    /// [`Queue::settled`] if it waits and the queue has settled.
+    fn freed(&self, state: std::sync::MutexGuard<'_, State>) {
+        let wake = self.settling.load(Ordering::Relaxed) && state.has_settled();
+        drop(state);
+        if wake {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Completes once no operation waits here and no call is out but an
+    /// acquire or extend its caller left (see [`State::abandoned`]): the
+    /// releases handed to the node have had their answers. The engine
+    /// waits for it before it closes the connection.
+    pub async fn settled(&self) {
+        // Set before the state is read, and read by `freed` under the
+        // state's lock: a place freed after this read sees the flag.
+        self.settling.store(true, Ordering::Relaxed);
+        loop {
+            let mut changed = std::pin::pin!(self.settled.notified());
+            changed.as_mut().enable();
+            if self.lock().has_settled() {
+                return;
+            }
+            changed.await;
         }
     }
 
@@ -665,7 +709,7 @@ impl Drop for InFlight {
             let mut state = self.queue.lock();
             if state.pending.is_empty() && state.abandoned.is_none() {
                 state.abandoned = sent;
-                return;
+                return self.queue.freed(state);
             }
         }
         let queue = self.queue.clone();

@@ -96,6 +96,14 @@ impl Node {
         }
     }
 
+    /// Closes the connections once the releases handed to the node have
+    /// had their answers; each step within `bound`.
+    pub async fn close(&self, bound: Duration) {
+        if let Backend::Redis(node) = &self.backend {
+            node.close(bound).await;
+        }
+    }
+
     // Each operation is on its way when called (queued for a Redis node,
     // done for the in-process one), and answers in the lock script's terms.
 

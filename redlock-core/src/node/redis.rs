@@ -145,6 +145,14 @@ impl RedisNode {
         self.health.suspect(&self.client, self.patience);
     }
 
+    /// Lets the releases handed to the node have their answers, within
+    /// `bound` (see [`Queue::settled`](super::batch::Queue::settled)), then
+    /// closes the connections, within `bound` as well.
+    pub async fn close(&self, bound: Duration) {
+        let _ = tokio::time::timeout(bound, self.queue.settled()).await;
+        let _ = tokio::time::timeout(bound, self.quit()).await;
+    }
+
     /// Closes the connections (best effort).
     pub async fn quit(&self) {
         self.queue.close();
