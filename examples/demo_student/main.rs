@@ -49,6 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nkey of user 42: {}",
         controller_key(&engine, student::StudentLock::User { id: 42 })?
     );
+    // Before the process ends: releases still in flight reach the nodes.
+    engine.close().await;
     Ok(())
 }
 
