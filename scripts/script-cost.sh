@@ -44,6 +44,12 @@ commands() {
       fenced) resp EVALSHA "$batch" 2 "$k" "$f" $value 10000; resp EVALSHA "$batch" 1 "$k" $value ;;
       plain) resp SET "$k" $value NX PX 10000 GET; resp EVALSHA "$batch" 1 "$k" $value ;;
       unfenced) resp EVALSHA "$batch" 1 "$k" $value 10000; resp EVALSHA "$batch" 1 "$k" $value ;;
+      gated)
+        # Behind the rejoin gate of a node that has waited out its delay.
+        ((i == 0)) && resp SET r ready
+        resp EVALSHA "$batch" 4 r w "$k" "$f" J30000 $value 10000
+        resp EVALSHA "$batch" 1 "$k" $value
+        ;;
       batch32)
         ((i % 32 == 0)) || continue
         keys=() args=()
@@ -88,4 +94,5 @@ measure "floor, script acquire: one-line scripts" floor-script
 measure "lock script, fenced (the default)" fenced
 measure "lock script, fencing off" unfenced
 measure "fencing off, sent alone: SET NX PX GET + script" plain
+measure "lock script, fenced, behind the rejoin gate" gated
 measure "lock script, fenced, in batches of 32" batch32

@@ -49,24 +49,9 @@ async fn a_redis_cluster_is_a_lock_node() {
     );
     all.release().await.unwrap();
 
-    // Many at once, fenced or not: what waits for the node goes in one
-    // script call, which a cluster takes only if its keys share a slot.
-    for fencing in [true, false] {
-        let options = LockOptions::default().fencing(fencing);
-        let locks: Vec<_> = (0..64)
-            .map(|i| {
-                let (engine, options) = (engine.clone(), options.clone());
-                tokio::spawn(async move {
-                    engine
-                        .lock_with(&format!("many-{i}"), options, |_| async {})
-                        .await
-                })
-            })
-            .collect();
-        for lock in locks {
-            lock.await.unwrap().unwrap();
-        }
-    }
+    // What waits for the node goes in one script call, which a cluster
+    // takes only if its keys share a slot.
+    support::many_at_once(&engine).await;
 
     // A release's message reaches a waiter that would retry only after 60 s.
     let held = engine

@@ -801,6 +801,18 @@ async fn bad_configuration_gets_a_specific_error() {
             "node_backlog",
             Redlock::builder().nodes([somewhere]).node_backlog(0),
         ),
+        (
+            "rejoin_delay",
+            Redlock::builder()
+                .nodes([somewhere])
+                .rejoin_delay(Duration::from_micros(10)),
+        ),
+        (
+            "rejoin_delay",
+            Redlock::builder()
+                .in_memory()
+                .rejoin_delay(Duration::from_secs(30)),
+        ),
     ];
     for (option, builder) in bad_builders {
         let err = builder.build().await.unwrap_err();
@@ -845,6 +857,17 @@ async fn bad_configuration_gets_a_specific_error() {
         even.warnings().len(),
         1,
         "an even node count is warned about"
+    );
+    let short = Redlock::builder()
+        .nodes(nodes.urls())
+        .rejoin_delay(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        short.warnings()[0].contains("shorter than the default TTL"),
+        "a rejoin delay that a lock outlives is warned about: {:?}",
+        short.warnings()
     );
 }
 

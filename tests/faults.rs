@@ -490,3 +490,89 @@ async fn a_release_sent_as_its_node_dies_reaches_it_when_it_returns() {
         nodes.values_when(&key, gone).await;
     }
 }
+
+/// Whether node `node` voted that it is waiting out its rejoin delay.
+fn rejoining(err: &Error, node: usize) -> bool {
+    let votes = match err {
+        Error::NotAcquired { votes, .. } | Error::QuorumUnreachable { votes, .. } => votes,
+        _ => return false,
+    };
+    matches!(&votes.0[node].vote, Vote::Failed(reason) if reason.contains("REJOINING"))
+}
+
+/// An engine over `nodes` whose nodes wait out `delay` after they lost their keys.
+async fn gated(nodes: &Nodes, delay: Duration) -> Redlock {
+    Redlock::builder()
+        .app("t")
+        .nodes(nodes.urls())
+        .defaults(quick())
+        .rejoin_delay(delay)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Without a rejoin delay, a majority of nodes restarted empty hands a
+/// held lock to a rival (`fault_injection`, the documented unsafe case).
+/// With one, a node that lost its keys grants no lock until the delay has
+/// passed on it, and a new node is one that lost them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_keys_grants_no_lock_for_the_rejoin_delay() {
+    let mut nodes = Nodes::start(3);
+    let holder = gated(&nodes, Duration::from_millis(1500)).await;
+    let now = LockOptions::default().wait(Duration::ZERO);
+    let err = holder.acquire(&["r"], now.clone()).await.unwrap_err();
+    // Two refusals decide it; the third node's vote may not be awaited.
+    assert!(
+        (0..3).filter(|&node| rejoining(&err, node)).count() >= 2,
+        "{err}"
+    );
+    let lock = holder
+        .acquire(&["r"], LockOptions::default().wait(Duration::from_secs(20)))
+        .await
+        .expect("the nodes vote once the delay has passed");
+    // Acquires in batches pass the gate too.
+    support::many_at_once(&holder).await;
+
+    nodes.servers[0].restart_empty();
+    nodes.servers[1].restart_empty();
+    let rival = gated(&nodes, Duration::from_secs(60)).await;
+    for _ in 0..3 {
+        let err = rival
+            .acquire(&["r"], now.clone())
+            .await
+            .expect_err("a majority lost the lock's keys, and must not hand it out");
+        // Two votes against decide it, so the third may not be awaited.
+        assert!(rejoining(&err, 0) || rejoining(&err, 1), "{err}");
+    }
+    // The holder learns at its next extension that a majority forgot its
+    // lock; no one else could take it meanwhile.
+    // (Until the holder has reconnected to both, the extension is merely
+    // refused.)
+    eventually(Duration::from_secs(30), || async {
+        match lock.extend(Duration::from_secs(30)).await {
+            Err(Error::LockLost { .. }) => Ok(()),
+            other => Err(format!("the holder was not told: {other:?}")),
+        }
+    })
+    .await;
+}
+
+/// A node that restarts with its keys (`appendfsync always`) keeps the
+/// gate's as well: it votes again as soon as it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_kept_its_keys_votes_again_at_once() {
+    let mut nodes = Nodes::start_persistent(1);
+    // This node had waited out the delay long ago.
+    let inspector = nodes.servers[0].client().await;
+    let _: () = inspector
+        .set("redlock_{t}::rejoin", "ready", None, None, false)
+        .await
+        .unwrap();
+    let engine = gated(&nodes, Duration::from_secs(60)).await;
+    engine.lock("r", |_| async {}).await.unwrap();
+
+    nodes.servers[0].restart();
+    let lock = support::acquire_when_back(&engine, "r").await;
+    lock.release().await.unwrap();
+}

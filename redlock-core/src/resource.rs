@@ -115,6 +115,15 @@ pub(crate) fn key_prefix(app: &str, instance: &str) -> String {
     format!("{LOCK_PREFIX}{{{app}}}:{instance}:")
 }
 
+/// The keys of the rejoin gate of `app` (see `scripts`): `rejoin`, which
+/// says whether a node has waited out the rejoin delay since it lost its
+/// keys, and `warming`, which expires when it has. Their instance segment
+/// is empty, which no lock key's can be.
+pub(crate) fn rejoin_keys(app: &str) -> [String; 2] {
+    let prefix = key_prefix(app, "");
+    [format!("{prefix}rejoin"), format!("{prefix}rejoin-warming")]
+}
+
 /// The prefix of the fencing counters that go with the lock prefix
 /// `redlock_{app}:{instance}:`, as two parts: `redlock-fence_` and
 /// `{app}:{instance}:`. A counter is `redlock-fence_{app}:{instance}:{resource}`:

@@ -29,9 +29,10 @@
 //! anything is parsed or defined. Server instructions per acquire + release
 //! of one resource (`scripts/script-cost.sh`, redis-server under
 //! callgrind): 61k fenced, 55k without fencing (36k when its acquire is
-//! the plain `SET`), 48k fenced in batches of 32;
-//! the floor (`SET NX PX`, then a one-line compare-and-delete script) takes
-//! 30k, and 48k when it acquires with a one-line script too. The floor has no counter and no release
+//! the plain `SET`), 48k fenced in batches of 32, 71k fenced behind the
+//! rejoin gate (below); the floor (`SET NX PX`, then a one-line
+//! compare-and-delete script) takes 30k, and 48k when it acquires with a
+//! one-line script too. The floor has no counter and no release
 //! notification (its `PUBLISH` alone is 4.7k); most of the rest is Redis's
 //! cost per script call and per `redis.call`.
 //!
@@ -51,6 +52,12 @@
 //!   failed attempt's cleanup).
 //! - `F<n> token`: raises each of the `n` counters to at least `token` (the
 //!   fencing write-back): 1.
+//!
+//! With a rejoin delay (`RedlockBuilder::rejoin_delay`), a call with an
+//! acquire in it opens with the gate, `J<delay_ms>`, on its own two keys
+//! ahead of the operations' (a bare acquire stays bare behind it): on a
+//! node that lost its keys, every acquire of the call fails until the
+//! delay has passed there; the other operations run.
 
 pub(crate) const BATCH: &str = r#"
 -- The usual lock, an acquire or release of one resource sent alone, comes
@@ -81,9 +88,6 @@ if #ARGV[1] > 16 then
   return token
 end
 
--- A batch of one has at most 3 entries (two operations have at least 4).
-local single = #ARGV <= 3
-
 -- Takes one lock key, or leaves it (-1); with a counter, draws a token from it.
 local function acquire_one(key, counter, value, ttl)
   if not redis.call('SET', key, value, 'NX', 'PX', ttl) then
@@ -98,6 +102,40 @@ local function acquire_one(key, counter, value, ttl)
   end
   return token
 end
+
+-- With a rejoin delay, a call that acquires opens with the gate,
+-- `J<delay_ms>` (one argument: each costs), on the keys `rejoin` and
+-- `warming`; its operations follow, a lone acquire bare. A node that lost its keys (it restarted empty) or
+-- never had this app's locks has no `rejoin` key: it grants no lock until
+-- `warming`, set to expire after the delay on the node's own clock, is
+-- gone. Releases and the rest run as usual meanwhile. `rejoining` is then
+-- the refusal. (After the usual lock, which never has the gate.)
+local first_key, first_arg, rejoining = 1, 1, false
+if string.byte(ARGV[1]) == 74 then
+  local delay = string.sub(ARGV[1], 2)
+  first_key, first_arg = 3, 2
+  local state = redis.call('GET', KEYS[1])
+  if state ~= 'ready' then
+    if not state then
+      redis.call('SET', KEYS[1], 'warming')
+      redis.call('SET', KEYS[2], '1', 'PX', delay)
+    end
+    if state and not redis.call('GET', KEYS[2]) then
+      redis.call('SET', KEYS[1], 'ready')
+    else
+      rejoining = 'REJOINING this node lost its lock keys (it restarted empty) or never held '
+        .. 'this app\'s: it grants no lock until ' .. delay .. ' ms after its first use '
+        .. '(RedlockBuilder::rejoin_delay)'
+    end
+  end
+  if #ARGV[2] > 16 then
+    if rejoining then error({err = rejoining}) end
+    return acquire_one(KEYS[3], KEYS[4], ARGV[2], ARGV[3])
+  end
+end
+
+-- A batch of one has at most 3 entries (two operations have at least 4).
+local single = #ARGV - first_arg < 3
 
 -- Deletes one lock key if it is ours: 1, else 0.
 local function release_one(key, value, announce)
@@ -117,6 +155,9 @@ end
 -- the rest of a simple operation.
 local function run(first, a)
   local head, value = ARGV[a], ARGV[a + 1]
+  if rejoining and string.find('TA', string.sub(head, 1, 1), 1, true) then
+    error({err = rejoining})
+  end
   if head == 'T1' then return acquire_one(KEYS[first], KEYS[first + 1], value, ARGV[a + 2]) end
   if head == 'R1' then return release_one(KEYS[first], value, true) end
   if head == 'A1' then return acquire_one(KEYS[first], nil, value, ARGV[a + 2]) end
@@ -169,7 +210,7 @@ local function run(first, a)
   end
 end
 
-if single then return run(1, 1) end
+if single then return run(first_key, first_arg) end
 
 -- Where the operation after the one at (KEYS[first], ARGV[a]) starts: a
 -- fenced acquire's counters follow its lock keys; a value follows every
@@ -184,7 +225,7 @@ local function after(first, a)
   return first + keys, a + 2
 end
 
-local results, key, arg = {}, 1, 1
+local results, key, arg = {}, first_key, first_arg
 while arg <= #ARGV do
   local ok, result = pcall(run, key, arg)
   if ok then

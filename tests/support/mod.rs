@@ -465,6 +465,28 @@ pub async fn every_kind_of_lock(engine: &Redlock) {
     lock.release().await.unwrap();
 }
 
+/// 64 lock calls at once, fenced and then unfenced, each on a resource of
+/// its own: they reach each node in batches (script calls of many
+/// operations). Panics if any fails.
+pub async fn many_at_once(engine: &Redlock) {
+    for fencing in [true, false] {
+        let options = LockOptions::default().fencing(fencing);
+        let locks: Vec<_> = (0..64)
+            .map(|i| {
+                let (engine, options) = (engine.clone(), options.clone());
+                tokio::spawn(async move {
+                    engine
+                        .lock_with(&format!("many-{i}"), options, |_| async {})
+                        .await
+                })
+            })
+            .collect();
+        for lock in locks {
+            lock.await.unwrap().unwrap();
+        }
+    }
+}
+
 /// Releases `lock` to a waiter of `engine` that only a release's message
 /// can wake (see [`woken_by_messages_only`]), once the waiter listens:
 /// `listeners` counts the connections subscribed to the lock's key.

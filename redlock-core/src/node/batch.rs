@@ -103,6 +103,11 @@ impl Op {
         matches!(self, Op::Release { .. } | Op::Fence { .. })
     }
 
+    /// Whether the operation takes a lock (the rejoin gate's concern).
+    fn acquires(&self) -> bool {
+        matches!(self, Op::Acquire { .. })
+    }
+
     /// The keys the script gets for this operation.
     fn keys(&self) -> &[Key] {
         match self {
@@ -192,6 +197,26 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The rejoin gate (see `scripts`): every call that acquires opens with
+/// it, so that a node that lost its keys grants no lock for `delay_ms`.
+#[derive(Clone, Debug)]
+pub(crate) struct Gate {
+    /// `rejoin` and `warming`.
+    keys: [Key; 2],
+    /// `J<delay_ms>`.
+    head: Value,
+}
+
+impl Gate {
+    /// The gate of `app`'s locks, for a delay of `delay_ms`.
+    pub fn new(app: &str, delay_ms: u64) -> Gate {
+        Gate {
+            keys: crate::resource::rejoin_keys(app).map(Key::from),
+            head: Value::from(format!("J{delay_ms}")),
+        }
+    }
+}
+
 /// One queued operation.
 struct Request {
     op: Op,
@@ -225,6 +250,8 @@ struct Link {
     /// Whether the node takes `SET … NX GET` (Redis 7.0 and later); cleared
     /// by the first acquire it refuses, which the script then makes.
     takes_set_nx_get: AtomicBool,
+    /// The rejoin gate, if the engine has a rejoin delay.
+    gate: Option<Gate>,
 }
 
 #[derive(Default)]
@@ -260,7 +287,13 @@ type Call = Pin<Box<dyn Future<Output = NodeResult<i64>> + Send>>;
 type Exchange = Pin<Box<dyn Future<Output = Vec<Request>> + Send>>;
 
 impl Queue {
-    pub fn new(client: Client, script: Script, health: Arc<Health>, backlog: usize) -> Arc<Queue> {
+    pub fn new(
+        client: Client,
+        script: Script,
+        health: Arc<Health>,
+        backlog: usize,
+        gate: Option<Gate>,
+    ) -> Arc<Queue> {
         Arc::new(Queue {
             link: Arc::new(Link {
                 client,
@@ -268,6 +301,7 @@ impl Queue {
                 health,
                 closed: AtomicBool::new(false),
                 takes_set_nx_get: AtomicBool::new(true),
+                gate,
             }),
             state: Mutex::new(State::default()),
             backlog,
@@ -537,7 +571,9 @@ impl Link {
 
     /// Sends `op` alone and returns its result.
     async fn exchange_one(self: Arc<Self>, op: Op) -> NodeResult<i64> {
-        if let Some((key, value, ttl_ms)) = op.plain_acquire() {
+        // Behind the rejoin gate, an acquire is a script call.
+        let gated = self.gate.is_some() && op.acquires();
+        if let (Some((key, value, ttl_ms)), false) = (op.plain_acquire(), gated) {
             if self.takes_set_nx_get.load(Ordering::Relaxed) {
                 match self.set_nx_get(key, value, ttl_ms).await {
                     Some(result) => return result,
@@ -599,7 +635,7 @@ impl Link {
         bare: bool,
     ) -> NodeResult<Option<Value>> {
         let (client, script) = (&self.client, &self.script);
-        let (keys, args) = encode(ops, bare);
+        let (keys, args) = encode(ops, bare, self.gate.as_ref());
         match client.evalsha(script.sha1().clone(), keys, args).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 script.load(client).await.map_err(super::redis::describe)?;
@@ -730,10 +766,22 @@ impl Drop for InFlight {
 
 /// The script's `KEYS` and `ARGV` for `ops`: every operation's keys, and
 /// every operation's `ARGV` part, in queue order; without the head if `bare`.
-fn encode<'a>(ops: impl Iterator<Item = &'a Op> + Clone, bare: bool) -> (Vec<Key>, Vec<Value>) {
-    let mut keys = Vec::with_capacity(ops.clone().map(|op| op.keys().len()).sum());
-    // An operation has at most three `ARGV` entries.
-    let mut args = Vec::with_capacity(3 * ops.clone().count());
+/// The `gate` goes first if any of them acquires.
+fn encode<'a>(
+    ops: impl Iterator<Item = &'a Op> + Clone,
+    bare: bool,
+    gate: Option<&Gate>,
+) -> (Vec<Key>, Vec<Value>) {
+    let gate = gate.filter(|_| ops.clone().any(Op::acquires));
+    let gate_keys = gate.map_or(&[][..], |gate| &gate.keys[..]);
+    let mut keys =
+        Vec::with_capacity(gate_keys.len() + ops.clone().map(|op| op.keys().len()).sum::<usize>());
+    // An operation has at most three `ARGV` entries, the gate one.
+    let mut args = Vec::with_capacity(1 + 3 * ops.clone().count());
+    if let Some(gate) = gate {
+        keys.extend_from_slice(gate_keys);
+        args.push(gate.head.clone());
+    }
     for op in ops {
         keys.extend_from_slice(op.keys());
         op.push_args(&mut args, bare);
@@ -773,7 +821,13 @@ mod tests {
     /// A queue whose client never connects: for what happens before a call.
     fn unconnected_queue() -> Arc<Queue> {
         let health = Arc::new(Health::new());
-        Queue::new(Client::default(), Script::from_lua("return 0"), health, 4)
+        Queue::new(
+            Client::default(),
+            Script::from_lua("return 0"),
+            health,
+            4,
+            None,
+        )
     }
 
     fn one_key() -> LockKeys {
@@ -947,7 +1001,7 @@ mod tests {
         let value = Value::from("v");
         let lone = |op: Op| {
             let bare = op.goes_bare();
-            text(&encode(std::iter::once(&op), bare).1)
+            text(&encode(std::iter::once(&op), bare, None).1)
         };
         let acquire = Op::Acquire {
             keys: keys.clone(),
@@ -998,7 +1052,7 @@ mod tests {
                 token: 1 << 40,
             }),
         ];
-        let (keys, args) = encode(batch.iter().map(|r| &r.op), false);
+        let (keys, args) = encode(batch.iter().map(|r| &r.op), false, None);
         let keys: Vec<_> = keys
             .iter()
             .map(|k| k.as_str().unwrap().to_owned())
@@ -1017,5 +1071,37 @@ mod tests {
             text(&args),
             ["T1", "v", "30000", "R2", "v", "F1", "1099511627776"]
         );
+    }
+
+    #[test]
+    fn a_call_that_acquires_opens_with_the_rejoin_gate() {
+        let gate = Gate::new("shop", 30_000);
+        let value = Value::from("v");
+        let acquire = request(Op::Acquire {
+            keys: one_key(),
+            value: value.clone(),
+            ttl_ms: 5,
+        });
+        let release = request(Op::Release {
+            keys: one_key(),
+            value,
+            announce: true,
+        });
+        let (keys, args) = encode([&acquire.op, &release.op].into_iter(), false, Some(&gate));
+        assert_eq!(
+            keys[..2]
+                .iter()
+                .map(|k| k.as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["redlock_{shop}::rejoin", "redlock_{shop}::rejoin-warming"]
+        );
+        assert_eq!(text(&args), ["J30000", "T1", "v", "5", "R1", "v"]);
+        let lone = |op: &Op| text(&encode(std::iter::once(op), op.goes_bare(), Some(&gate)).1);
+        assert_eq!(
+            lone(&acquire.op),
+            ["J30000", "v", "5"],
+            "bare behind the gate"
+        );
+        assert_eq!(lone(&release.op), ["v"], "no acquire, no gate");
     }
 }

@@ -17,6 +17,7 @@ use fred::types::Value;
 pub(crate) use memory::MemoryNode;
 pub(crate) use redis::{needs_a_fix, RedisNode};
 
+pub(crate) use batch::Gate;
 use batch::Turn;
 
 use crate::resource::LockKeys;
@@ -29,6 +30,8 @@ pub(crate) struct NodeSettings {
     pub connect_timeout: Duration,
     /// How many operations may wait for one node (see `batch`).
     pub backlog: usize,
+    /// The rejoin gate, if the engine has a rejoin delay.
+    pub rejoin: Option<Gate>,
     /// The TLS connector for `rediss://` nodes (default: the system's roots).
     #[cfg(feature = "tls")]
     pub tls: Option<fred::types::config::TlsConnector>,

@@ -95,6 +95,7 @@ impl RedisNode {
             script.clone(),
             health.clone(),
             settings.backlog,
+            settings.rejoin.clone(),
         );
         Ok(RedisNode {
             client,
