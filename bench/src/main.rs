@@ -204,7 +204,12 @@ async fn run(args: Args) {
             options.clone().fencing(false),
             Flavour::Unfenced,
         ));
-        systems.push(System::Ours(engine, options, Flavour::Scoped));
+        systems.push(System::Ours(engine, options.clone(), Flavour::Scoped));
+        systems.push(System::Ours(
+            gated_engine(&urls).await,
+            options,
+            Flavour::Gated,
+        ));
         let cpu = CpuClock::new(&nodes);
         let wanted = |scenario: &str| args.only.as_deref().is_none_or(|only| scenario == only);
         let named: Vec<(&'static str, Arc<System>)> = systems
@@ -429,6 +434,28 @@ where
     total
 }
 
+/// An engine with a rejoin delay, on nodes that waited it out long ago:
+/// what the gate costs each lock once the nodes vote.
+async fn gated_engine(urls: &[String]) -> Redlock {
+    use fred::prelude::*;
+    for url in urls {
+        let client = Client::new(Config::from_url(url).unwrap(), None, None, None);
+        client.init().await.unwrap();
+        let _: () = client
+            .set("redlock_{bench}::rejoin", "ready", None, None, false)
+            .await
+            .unwrap();
+        client.quit().await.unwrap();
+    }
+    Redlock::builder()
+        .app("bench")
+        .nodes(urls.to_vec())
+        .rejoin_delay(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap()
+}
+
 fn print_ratios(rows: &[Row]) {
     println!("\nratios (same run):");
     let find = |n: usize, scenario: &str, system: &str| {
@@ -448,6 +475,7 @@ fn print_ratios(rows: &[Row]) {
                 ),
                 ("redlock, lock()", "floor", "redlock lock()/floor"),
                 ("redlock, fencing off", "floor", "redlock fencing off/floor"),
+                ("redlock, rejoin gate", "floor", "redlock rejoin gate/floor"),
             ] {
                 if let (Some(ours), Some(base)) = (find(n, scenario, ours), find(n, scenario, base))
                 {

@@ -67,6 +67,8 @@ pub enum Flavour {
     Guard,
     /// The same, with fencing off.
     Unfenced,
+    /// `Guard`, on an engine with a rejoin delay (nodes that have waited it out).
+    Gated,
     /// `lock`: the function runs under the lock, extended in the background.
     Scoped,
 }
@@ -78,6 +80,7 @@ impl System {
             System::Floor(_) => "floor (fred SET NX + script)",
             System::Ours(_, _, Flavour::Guard) => "redlock",
             System::Ours(_, _, Flavour::Unfenced) => "redlock, fencing off",
+            System::Ours(_, _, Flavour::Gated) => "redlock, rejoin gate",
             System::Ours(_, _, Flavour::Scoped) => "redlock, lock()",
             System::Peer(_) => "rslock",
         }
