@@ -12,13 +12,29 @@ use support::cluster::Cluster;
 use support::{acquire_when_back, every_kind_of_lock, hand_over_by_message, held_off, quick};
 
 async fn engine_on(cluster: &Cluster) -> Redlock {
+    gated_engine_on(cluster, Duration::ZERO).await
+}
+
+/// An engine over the cluster with a rejoin delay (none if zero).
+async fn gated_engine_on(cluster: &Cluster, rejoin_delay: Duration) -> Redlock {
     Redlock::builder()
         .app("t")
         .nodes([cluster.url()])
         .defaults(quick())
+        .rejoin_delay(rejoin_delay)
         .build()
         .await
         .expect("build an engine over the cluster")
+}
+
+/// Panics unless one server holds every key there is (the app's).
+async fn all_keys_on_one_server(cluster: &Cluster) {
+    let counts = cluster.key_counts().await;
+    assert_eq!(
+        counts.iter().filter(|&&n| n > 0).count(),
+        1,
+        "all of the app's keys on one server: {counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,12 +57,7 @@ async fn a_redis_cluster_is_a_lock_node() {
         .await
         .unwrap();
     assert!(all.fencing_token() > first_token);
-    let counts = cluster.key_counts().await;
-    assert_eq!(
-        counts.iter().filter(|&&n| n > 0).count(),
-        1,
-        "all of the app's keys on one server: {counts:?}"
-    );
+    all_keys_on_one_server(&cluster).await;
     all.release().await.unwrap();
 
     // What waits for the node goes in one script call, which a cluster
@@ -65,6 +76,14 @@ async fn a_redis_cluster_is_a_lock_node() {
         .release()
         .await
         .unwrap();
+
+    // The rejoin gate's keys share the slot as well.
+    let gated = gated_engine_on(&cluster, Duration::from_millis(500)).await;
+    let wait = LockOptions::default().wait(Duration::from_secs(20));
+    let lock = gated.acquire(&["g"], wait).await.unwrap();
+    lock.release().await.unwrap();
+    support::many_at_once(&gated).await;
+    all_keys_on_one_server(&cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
