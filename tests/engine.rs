@@ -810,6 +810,12 @@ async fn bad_configuration_gets_a_specific_error() {
         (
             "rejoin_delay",
             Redlock::builder()
+                .nodes([somewhere])
+                .rejoin_delay(Duration::MAX),
+        ),
+        (
+            "rejoin_delay",
+            Redlock::builder()
                 .in_memory()
                 .rejoin_delay(Duration::from_secs(30)),
         ),

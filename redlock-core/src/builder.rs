@@ -6,7 +6,7 @@ use crate::engine::{Inner, Redlock};
 use crate::error::{Error, Result};
 use crate::keepalive::KeepAlive;
 use crate::node::{Gate, Node, NodeSettings};
-use crate::options::{invalid, LockOptions};
+use crate::options::{invalid, LockOptions, MAX_TTL};
 use crate::quorum::{self, fan_out, Until};
 use crate::resource;
 use crate::wakeup::Wakeup;
@@ -141,8 +141,9 @@ impl RedlockBuilder {
     }
 
     /// How long a Redis node that lost its keys grants no lock (default
-    /// zero: off). Set it to the longest TTL any process gives this app's
-    /// locks when the nodes run without persistence.
+    /// zero: off; at most [`MAX_TTL`](crate::MAX_TTL)). Set it to the
+    /// longest TTL any process gives this app's locks when the nodes run
+    /// without persistence.
     ///
     /// A node that restarts empty forgets the locks it held, and could grant
     /// one of them again while its holder still counts on it: with one more
@@ -242,6 +243,16 @@ impl RedlockBuilder {
                     format!(
                         "{:?} is under a millisecond, the nodes' unit; use the longest lock TTL \
                          (or zero to turn it off)",
+                        self.rejoin_delay
+                    ),
+                ))
+            }
+            _ if self.rejoin_delay > MAX_TTL => {
+                return Err(invalid(
+                    "rejoin_delay",
+                    format!(
+                        "{:?} is over the limit of {MAX_TTL:?}, the longest lock TTL; \
+                         use the longest TTL of this app's locks",
                         self.rejoin_delay
                     ),
                 ))
