@@ -18,12 +18,14 @@
 //!         ctx.validity()
 //!     })
 //!     .await?;
+//! engine.close().await; // on shutdown: the releases under way reach the nodes
 //! # let _ = (n, r); Ok(()) }
 //! ```
 //!
 //! Guarantees and their limits are in the README: safety rests on bounded
-//! clock drift and on nodes keeping their keys; a process pause can outlive
-//! any lease.
+//! clock drift and on nodes keeping their keys (or waiting out
+//! [`RedlockBuilder::rejoin_delay`] once they lost them); a process pause
+//! can outlive any lease.
 
 #![warn(missing_docs)]
 
