@@ -472,13 +472,8 @@ async fn released_when_the_function_panics_or_the_guard_drops() {
 async fn close_waits_for_the_release_of_a_cancelled_lock_call() {
     let nodes = Nodes::start(1);
     let proxy = Proxy::start(nodes.servers[0].port()).await;
-    let engine = Redlock::builder()
-        .app("t")
-        .nodes([proxy.url()])
-        .defaults(LockOptions::default().node_timeout(Duration::from_secs(20)))
-        .build()
-        .await
-        .unwrap();
+    let options = LockOptions::default().node_timeout(Duration::from_secs(20));
+    let engine = support::engine_at("t", vec![proxy.url()], options).await;
     let key = engine.key("r", None).unwrap();
     let (entered, has_entered) = tokio::sync::oneshot::channel();
     let call = tokio::spawn({
@@ -494,16 +489,7 @@ async fn close_waits_for_the_release_of_a_cancelled_lock_call() {
     });
     has_entered.await.unwrap();
     proxy.cut();
-    let probe = LockOptions::default()
-        .node_timeout(Duration::from_millis(200))
-        .wait(Duration::ZERO);
-    eventually(Duration::from_secs(30), || async {
-        match engine.acquire(&["probe"], probe.clone()).await {
-            Err(e) if e.to_string().contains("not connected") => Ok(()),
-            other => Err(format!("the engine never saw its node go: {other:?}")),
-        }
-    })
-    .await;
+    support::wait_until_seen_down(&engine, "probe", 0).await;
     call.abort();
     assert!(call.await.unwrap_err().is_cancelled());
 

@@ -413,3 +413,28 @@ async fn long_run_with_random_minority_faults() {
         summary.total()
     );
 }
+
+/// A waiter that finds too many nodes down retries as soon as one is back,
+/// not at its retry delay (here 60 s, as for a waiter that counts on
+/// release messages): a lock free all along is taken within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_retries_as_soon_as_a_node_that_was_down_is_back() {
+    let nodes = Nodes::start(1);
+    let proxy = Proxy::start(nodes.servers[0].port()).await;
+    let engine = support::engine_at("t", vec![proxy.url()], LockOptions::default()).await;
+    proxy.cut();
+    wait_until_seen_down(&engine, "probe", 0).await;
+    let options = support::woken_by_messages_only(Duration::from_secs(120));
+    let mut waiter = std::pin::pin!(engine.acquire(&["free"], options));
+    let early = tokio::time::timeout(Duration::from_millis(300), waiter.as_mut()).await;
+    assert!(
+        early.is_err(),
+        "no quorum while the node is cut off: {early:?}"
+    );
+    proxy.heal();
+    let lock = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("a waiter retries when its node is back, not after its 60 s delay")
+        .unwrap();
+    lock.release().await.unwrap();
+}

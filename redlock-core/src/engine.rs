@@ -384,8 +384,28 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
             ));
             pause(engine, cap(now + backoff), std::future::pending()).await?;
         } else {
+            // Too many nodes failed for a quorum: retry at the timer, or as
+            // soon as one of the failed nodes reconnects (a waiter whose
+            // retry delay is long, counting on release messages, would
+            // otherwise miss a free lock for that long). A node that failed
+            // for another reason does not reconnect, so nothing spins.
             let at = cap(now + retry_pause(&settings));
-            pause(engine, at, std::future::pending()).await?;
+            let mut back: Vec<_> = nodes
+                .iter()
+                .zip(&votes)
+                .filter(|(_, (vote, _))| !vote.is_answer() && *vote != Vote::Unanswered)
+                .filter_map(|(node, _)| node.reconnection())
+                .collect();
+            let any_back = std::future::poll_fn(move |cx| {
+                match back
+                    .iter_mut()
+                    .any(|node| node.as_mut().poll(cx).is_ready())
+                {
+                    true => std::task::Poll::Ready(()),
+                    false => std::task::Poll::Pending,
+                }
+            });
+            pause(engine, at, any_back).await?;
         }
     }
 }

@@ -274,13 +274,7 @@ impl Nodes {
 
     /// An engine over all servers with test-friendly defaults (short retry delay) and `options`.
     pub async fn engine(&self, app: &str, options: LockOptions) -> Redlock {
-        Redlock::builder()
-            .app(app)
-            .nodes(self.urls())
-            .defaults(options)
-            .build()
-            .await
-            .expect("build an engine over the test servers")
+        engine_at(app, self.urls(), options).await
     }
 
     /// Locks and releases a probe resource until server `node` holds the
@@ -406,6 +400,18 @@ pub fn spare_port() -> u16 {
 
 fn pid_dir() -> Option<PathBuf> {
     std::env::var_os("REDLOCK_TEST_PIDS").map(PathBuf::from)
+}
+
+/// An engine of `app` over the nodes at `urls` (servers, or proxies in
+/// front of them), with `options` as its defaults.
+pub async fn engine_at(app: &str, urls: Vec<String>, options: LockOptions) -> Redlock {
+    Redlock::builder()
+        .app(app)
+        .nodes(urls)
+        .defaults(options)
+        .build()
+        .await
+        .expect("build an engine over the test servers")
 }
 
 /// Options of a waiter that would retry only after 60 s: within `wait`, it
@@ -542,8 +548,9 @@ pub fn everywhere(values: &[Option<String>]) -> bool {
 }
 
 /// Waits until `engine` votes node `node` "not connected": it has seen the
-/// node go. Each probe is an attempt on `resource`, which must be held so
-/// that the attempt fails and shows its votes. Panics after 30 s.
+/// node go. Each probe is an attempt on `resource`, which must be held
+/// (or the node the quorum) so that the attempt fails and shows its votes.
+/// Panics after 30 s.
 pub async fn wait_until_seen_down(engine: &Redlock, resource: &str, node: usize) {
     // A call sent before the client saw the connection close may still
     // wait for the node: the probes' own releases (of their failed
@@ -556,8 +563,9 @@ pub async fn wait_until_seen_down(engine: &Redlock, resource: &str, node: usize)
             .acquire(&[resource], probe.clone())
             .await
             .unwrap_err();
-        let Error::NotAcquired { votes, .. } = &err else {
-            panic!("{resource} is held on the other nodes: {err}");
+        let (Error::NotAcquired { votes, .. } | Error::QuorumUnreachable { votes, .. }) = &err
+        else {
+            panic!("{resource} is held on the other nodes, or the node is needed: {err}");
         };
         match &votes.0[node].vote {
             Vote::Failed(reason) if reason.contains("not connected") => Ok(()),

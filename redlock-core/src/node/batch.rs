@@ -41,7 +41,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use fred::clients::Client;
-use fred::interfaces::{EventInterface, KeysInterface, LuaInterface};
+use fred::interfaces::{KeysInterface, LuaInterface};
 use fred::types::scripts::Script;
 use fred::types::{Expiration, Key, SetOptions, Value};
 use tokio::sync::{oneshot, Notify};
@@ -563,9 +563,9 @@ impl Link {
     /// Waits until the client reconnects, at most [`MARK`] (how long an
     /// error counts without a reconnection).
     async fn reconnection(self: Arc<Self>) {
-        let mut reconnections = self.client.reconnect_rx();
+        let back = super::redis::next_reconnection(&self.client);
         if !self.can_send() {
-            let _ = tokio::time::timeout(MARK, reconnections.recv()).await;
+            let _ = tokio::time::timeout(MARK, back).await;
         }
     }
 

@@ -93,6 +93,15 @@ impl Node {
         }
     }
 
+    /// A future that completes when the node's client next reconnects;
+    /// `None` for the in-process node.
+    pub fn reconnection(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        match &self.backend {
+            Backend::Redis(node) => Some(Box::pin(node.reconnection())),
+            Backend::Memory(_) => None,
+        }
+    }
+
     pub async fn quit(&self) {
         if let Backend::Redis(node) = &self.backend {
             node.quit().await;

@@ -7,6 +7,7 @@ use fred::interfaces::{ClientLike, EventInterface};
 use fred::types::config::{Config, ReconnectPolicy, UnresponsiveConfig};
 use fred::types::scripts::Script;
 use fred::types::{Builder, Value};
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::AbortHandle;
 
 use super::batch::{Op, Queue, Turn};
-use super::health::Health;
+use super::health::{Health, MARK};
 use super::{NodeResult, NodeSettings};
 use crate::resource::LockKeys;
 use crate::scripts;
@@ -141,6 +142,18 @@ impl RedisNode {
         }
     }
 
+    /// See [`Node::reconnection`](super::Node::reconnection).
+    pub fn reconnection(&self) -> impl Future<Output = ()> + Send + 'static {
+        let back = next_reconnection(&self.client);
+        let (health, client) = (self.health.clone(), self.client.clone());
+        async move {
+            back.await;
+            // Read in, so that the next call finds the node up rather than
+            // the error read before it (see `health`).
+            health.is_up(&client, true);
+        }
+    }
+
     /// See [`Node::no_answer`](super::Node::no_answer).
     pub fn no_answer(&self) {
         self.health.suspect(&self.client, self.patience);
@@ -229,6 +242,21 @@ impl Drop for RedisNode {
         if let Some(reloader) = self.reloader.get() {
             reloader.abort();
         }
+    }
+}
+
+/// Completes when `client` next reconnects and reports itself connected.
+/// The receiver is taken now: a caller that looks at the connection after
+/// this call misses no reconnection that follows its look.
+pub(super) fn next_reconnection(client: &Client) -> impl Future<Output = ()> + Send + 'static {
+    let mut reconnections = client.reconnect_rx();
+    let client = client.clone();
+    async move {
+        let _ = reconnections.recv().await;
+        // fred announces the reconnection a moment before it reports itself
+        // connected, and a call made in between still finds it down. (At
+        // most `MARK`: a connection reported in that moment is missed.)
+        let _ = tokio::time::timeout(MARK, client.wait_for_connect()).await;
     }
 }
 
