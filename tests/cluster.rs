@@ -27,6 +27,18 @@ async fn gated_engine_on(cluster: &Cluster, rejoin_delay: Duration) -> Redlock {
         .expect("build an engine over the cluster")
 }
 
+/// Releases `lock` to a waiter of `rival` that only a release's message
+/// can wake, and lets the waiter release it in turn.
+async fn hand_over_on(cluster: &Cluster, lock: redlock::Lock, rival: &Redlock) {
+    let key = rival.key(&lock.resources()[0], None).unwrap();
+    let listeners = || async { cluster.subscribers(&key).await.iter().sum() };
+    hand_over_by_message(lock, rival, listeners)
+        .await
+        .release()
+        .await
+        .unwrap();
+}
+
 /// Panics unless one server holds every key there is (the app's).
 async fn all_keys_on_one_server(cluster: &Cluster) {
     let counts = cluster.key_counts().await;
@@ -69,13 +81,7 @@ async fn a_redis_cluster_is_a_lock_node() {
         .acquire(&["w"], LockOptions::default())
         .await
         .unwrap();
-    let key = engine.key("w", None).unwrap();
-    let listeners = || async { cluster.subscribers(&key).await.iter().sum() };
-    hand_over_by_message(held, &rival, listeners)
-        .await
-        .release()
-        .await
-        .unwrap();
+    hand_over_on(&cluster, held, &rival).await;
 
     // The rejoin gate's keys share the slot as well.
     let gated = gated_engine_on(&cluster, Duration::from_millis(500)).await;
@@ -107,13 +113,7 @@ async fn after_a_failover_of_its_shard_the_cluster_still_locks() {
     // when one fails).
     let back = acquire_when_back(&rival, "rival-back").await;
     back.release().await.unwrap();
-    let key = engine.key("after", None).unwrap();
-    let listeners = || async { cluster.subscribers(&key).await.iter().sum() };
-    hand_over_by_message(lock, &rival, listeners)
-        .await
-        .release()
-        .await
-        .unwrap();
+    hand_over_on(&cluster, lock, &rival).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,20 +240,20 @@ impl Redlock {
     pub async fn close(&self) {
         let inner = &self.inner;
         inner.closing.close().await;
+        // Each node's two steps are bounded by its timeout.
         let bound = inner.default_settings.node_timeout;
-        let mut quits: Vec<_> = inner
-            .nodes
-            .iter()
-            .map(|node| Box::pin(node.close(bound)))
-            .collect();
-        std::future::poll_fn(|cx| {
-            quits.retain_mut(|quit| quit.as_mut().poll(cx).is_pending());
-            if quits.is_empty() {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
+        fan_out(
+            &inner.nodes,
+            bound * 2,
+            Until::All,
+            |node| {
+                Box::pin(async move {
+                    node.close(bound).await;
+                    Ok(1)
+                })
+            },
+            quorum::any_answer,
+        )
         .await;
     }
 
