@@ -12,7 +12,8 @@ use std::time::Duration;
 use fred::prelude::*;
 use redlock::LockOptions;
 use support::checker::{contend, Checker};
-use support::{gone, quick, Nodes};
+use support::proxy::{Mode, Proxy};
+use support::{engine_at, gone, quick, spawn_acquire, Nodes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_increase_across_contention_kills_and_restarts() {
@@ -83,6 +84,70 @@ async fn a_token_the_nodes_disagree_on_is_written_back_to_a_majority() {
         .unwrap();
     assert!(next.fencing_token() > token);
     next.release().await.unwrap();
+}
+
+/// The next holder's quorum may share only one node with this lock's
+/// granting nodes, and draw its token everywhere else before this lock's
+/// write-back lands. So a write-back counts only where this lock's key was
+/// (there, the next holder draws after it): node x here, which A reaches
+/// through a slow link it loses right after its lock is granted, while z,
+/// which did not grant A's lock, answers the write-back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_written_back_token_reaches_a_quorum_of_the_granting_nodes() {
+    let nodes = Nodes::start(3);
+    let [x, y, z] = [0, 1, 2].map(|i| &nodes.servers[i]);
+    let a_to_x = Proxy::start(x.port()).await;
+    let b_to_x = Proxy::start(x.port()).await;
+    let b_to_y = Proxy::start(y.port()).await;
+    let a = engine_at("t", vec![a_to_x.url(), y.url(), z.url()], quick()).await;
+    let b = engine_at("t", vec![b_to_x.url(), b_to_y.url(), z.url()], quick()).await;
+    let key = a.key("w", None).unwrap();
+    // y's counter is ahead, so A's token (y's) is not x's: it is written back.
+    let y_client = y.client().await;
+    let _: () = y_client
+        .set("redlock-fence_{t}:~:w", 100, None, None, false)
+        .await
+        .unwrap();
+
+    // B takes z, and waits for x, whose link holds what B sends; y is cut off.
+    b_to_y.cut();
+    b_to_x.set(Mode::Hold);
+    let b_lock = spawn_acquire(
+        &b,
+        "w",
+        LockOptions::default()
+            .node_timeout(Duration::from_millis(4500))
+            .wait(Duration::ZERO),
+    );
+    nodes.values_when(&key, |held| held[2].is_some()).await;
+
+    // A: x grants (slowly), y grants, z refuses (B holds it there).
+    a_to_x.set(Mode::Delay(Duration::from_millis(150)));
+    let a_lock = a
+        .acquire(
+            &["w"],
+            LockOptions::default()
+                .ttl(Duration::from_secs(2))
+                .node_timeout(Duration::from_secs(1))
+                .wait(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    // Whatever A still had on its way to x is lost.
+    a_to_x.cut();
+    let a_token = a_lock.fencing_token();
+    assert!(a_token > 100, "y's counter: {a_token}");
+    // x keeps A's key until its TTL; then B's held call reaches x.
+    let _ = a_lock.release().await;
+    nodes.values_when(&key, |held| held[0].is_none()).await;
+    b_to_x.set(Mode::Pass);
+    let b_lock = b_lock.await.unwrap().expect("B's quorum: z and x");
+    assert!(
+        b_lock.fencing_token() > a_token,
+        "B's token {} after A's {a_token}",
+        b_lock.fencing_token()
+    );
+    let _ = b_lock.release().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -449,8 +449,12 @@ async fn release_attempt(
 
 /// The fencing token of a granted attempt: the highest token among the
 /// granting nodes. When they all drew it, a majority already holds it;
-/// otherwise it is written back, and must reach a quorum before the lock is
-/// handed out, so that every later holder draws a larger one.
+/// otherwise it is written back, and must reach a quorum *of the granting
+/// nodes* before the lock is handed out. A later holder's quorum shares
+/// one of those, where it could take the key only once this lock's was
+/// gone, so it draws there after the write-back. A node that did not grant
+/// this lock counts for nothing: the later holder may have drawn its token
+/// there already (`fencing::a_written_back_token_reaches_a_quorum_of_the_granting_nodes`).
 async fn settle_token(
     engine: &Inner,
     keys: &LockKeys,
@@ -462,18 +466,29 @@ async fn settle_token(
     if keys.counters().is_empty() || granted.all(|(_, t)| *t == token) {
         return Some(token);
     }
+    let mut votes = votes.iter();
     let written = fan_out(
         &engine.nodes,
         timeout,
         Until::Decided {
             quorum: engine.quorum,
         },
-        |node| node.fence(keys, token),
-        quorum::any_answer,
+        |node| match votes.next() {
+            Some((Vote::Granted, _)) => node.fence(keys, token),
+            _ => NodeCall::answered(NOT_GRANTING),
+        },
+        |answer| match answer {
+            NOT_GRANTING => (Vote::Held, 0),
+            _ => (Vote::Granted, 0),
+        },
     )
     .await;
     (quorum::tally(&written).granted >= engine.quorum).then_some(token)
 }
+
+/// What [`settle_token`] counts as a node's refusal of the write-back: it
+/// did not grant the lock (a fence answers 1).
+const NOT_GRANTING: i64 = -1;
 
 /// The retry delay, plus or minus up to the jitter.
 fn retry_pause(settings: &Settings) -> Duration {
