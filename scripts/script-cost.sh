@@ -4,7 +4,7 @@
 # script: a redis-server under callgrind, fed by `redis-cli --pipe`, once
 # per variant, at two lengths so that the startup cost cancels out.
 #
-#   scripts/script-cost.sh
+#   scripts/script-cost.sh [VARIANT...]   (all variants by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
@@ -43,6 +43,7 @@ commands() {
       floor-script) resp EVALSHA "$acquire" 1 "$k" $value 10000; resp EVALSHA "$release" 1 "$k" $value ;;
       fenced) resp EVALSHA "$batch" 2 "$k" "$f" $value 10000; resp EVALSHA "$batch" 1 "$k" $value ;;
       plain) resp SET "$k" $value NX PX 10000 GET; resp EVALSHA "$batch" 1 "$k" $value ;;
+      fenced-plain) resp SET "$k" $value NX PX 10000 GET; resp INCR "$f"; resp EVALSHA "$batch" 1 "$k" $value ;;
       unfenced) resp EVALSHA "$batch" 1 "$k" $value 10000; resp EVALSHA "$batch" 1 "$k" $value ;;
       gated)
         # Behind the rejoin gate of a node that has waited out its delay.
@@ -83,16 +84,19 @@ instructions() {
 
 measure() {
   local label=$1 variant=$2 a b
+  [ ${#chosen[@]} -eq 0 ] || [[ " ${chosen[*]} " == *" $variant "* ]] || return 0
   a=$(instructions "$variant" $short)
   b=$(instructions "$variant" $long)
   awk -v l="$label" -v a="$a" -v b="$b" -v n=$((long - short)) \
     'BEGIN { printf "  %-50s %7d instructions\n", l, (b - a) / n }'
 }
+chosen=("$@")
 echo "redis-server, per acquire + release of one fresh key (pipelined):"
 measure "floor: SET NX PX + compare-and-delete script" floor
 measure "floor, script acquire: one-line scripts" floor-script
 measure "lock script, fenced (the default)" fenced
 measure "lock script, fencing off" unfenced
 measure "fencing off, sent alone: SET NX PX GET + script" plain
+measure "fenced, sent alone: SET NX PX GET, INCR + script" fenced-plain
 measure "lock script, fenced, behind the rejoin gate" gated
 measure "lock script, fenced, in batches of 32" batch32
