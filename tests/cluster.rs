@@ -142,7 +142,7 @@ async fn a_least_privilege_acl_user_is_enough_on_a_cluster() {
 
     // What a lock user needs on a standalone node (see tests/security.rs)...
     grant(
-        "~redlock_* ~redlock-fence_* &redlock_* +@connection +eval +evalsha +script|load \
+        "~redlock_* ~redlock-fence_* resetchannels &redlock_* +@connection +eval +evalsha +script|load \
          +get +set +incr +del +pexpire +publish +subscribe +unsubscribe",
     )
     .await;

@@ -54,6 +54,7 @@ async fn a_least_privilege_acl_user_is_enough() {
         ">locker-pw",
         "~redlock_*",
         "~redlock-fence_*",
+        "resetchannels",
         "&redlock_*",
         "+@connection",
         "+eval",

@@ -23,6 +23,10 @@
 //! fail the others; the reply is the array of results. A batch of one runs
 //! without `pcall`: its result, or its error, is the reply. An operation that fails
 //! leaves nothing written: it reads before it writes, or undoes its write.
+//! The script's own errors (a counter that is not a number, the rejoin
+//! gate's refusal) are returned as error replies, `{err = …}`, never
+//! raised: Redis before 7.0 cannot raise a table out of a script (its
+//! error handler fails on it), and the script runs on Redis 6.2 too.
 //!
 //! The script runs on every node for every lock, so its cost is the
 //! server's share of the latency. The usual lock, bare, runs inline before
@@ -84,14 +88,12 @@ if #ARGV[1] > 16 then
   -- Fenced when its counter follows the lock key.
   if #KEYS == 1 then return 0 end
   local token = redis.pcall('INCR', KEYS[2])
-  if type(token) == 'table' then
-    redis.call('DEL', key)
-    error(token)
-  end
+  if type(token) == 'table' then redis.call('DEL', key) end
   return token
 end
 
--- Takes one lock key, or leaves it (-1); with a counter, draws a token from it.
+-- Takes one lock key, or leaves it (-1); with a counter, draws a token from
+-- it, or returns the counter's error, the key undone.
 local function acquire_one(key, counter, value, ttl)
   if not redis.call('SET', key, value, 'NX', 'PX', ttl) then
     if redis.call('GET', key) ~= value then return -1 end
@@ -99,10 +101,7 @@ local function acquire_one(key, counter, value, ttl)
   end
   if not counter then return 0 end
   local token = redis.pcall('INCR', counter)
-  if type(token) == 'table' then
-    redis.call('DEL', key)
-    error(token)
-  end
+  if type(token) == 'table' then redis.call('DEL', key) end
   return token
 end
 
@@ -132,7 +131,7 @@ if string.byte(ARGV[1]) == 74 then
     end
   end
   if #ARGV[2] > 16 then
-    if rejoining then error({err = rejoining}) end
+    if rejoining then return {err = rejoining} end
     return acquire_one(KEYS[3], KEYS[4], ARGV[2], ARGV[3])
   end
 end
@@ -159,7 +158,7 @@ end
 local function run(first, a)
   local head, value = ARGV[a], ARGV[a + 1]
   if rejoining and string.find('TA', string.sub(head, 1, 1), 1, true) then
-    error({err = rejoining})
+    return {err = rejoining}
   end
   if head == 'T1' then return acquire_one(KEYS[first], KEYS[first + 1], value, ARGV[a + 2]) end
   if head == 'R1' then return release_one(KEYS[first], value, true) end
@@ -231,9 +230,10 @@ end
 local results, key, arg = {}, first_key, first_arg
 while arg <= #ARGV do
   local ok, result = pcall(run, key, arg)
-  if ok then
+  if ok and type(result) ~= 'table' then
     results[#results + 1] = result
   else
+    -- Raised (by `redis.call`), or returned as an error reply.
     local message = type(result) == 'table' and result.err or tostring(result)
     results[#results + 1] = 'ERR ' .. message
   end

@@ -161,12 +161,33 @@ impl RedisServer {
     /// Starts the server again with its data files deleted: a node that lost its disk.
     pub fn restart_empty(&mut self) {
         self.kill();
-        for name in ["appendonlydir", "dump.rdb"] {
+        // Redis 7 keeps its append-only files in a folder; before, in one file.
+        for name in ["appendonlydir", "appendonly.aof", "dump.rdb"] {
             let path = self.dir.join(name);
             let _ = std::fs::remove_dir_all(&path);
             let _ = std::fs::remove_file(&path);
         }
         self.restart();
+    }
+
+    /// The server's version, as (major, minor): a test checks what the
+    /// engine does on a server that lacks a newer command's form.
+    pub async fn version(&self) -> (u32, u32) {
+        let client = self.client().await;
+        let info: String = client
+            .custom(
+                CustomCommand::new_static("INFO", None, false),
+                vec!["server"],
+            )
+            .await
+            .unwrap();
+        let _ = client.quit().await;
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .expect("INFO server names the version");
+        let mut parts = version.trim().split('.').map(|n| n.parse().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
     }
 
     /// A plain client connected to this server, to look at or change keys behind the engine's back.
