@@ -173,21 +173,29 @@ impl RedisServer {
     /// The server's version, as (major, minor): a test checks what the
     /// engine does on a server that lacks a newer command's form.
     pub async fn version(&self) -> (u32, u32) {
+        let version = self
+            .info("server")
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .expect("INFO server names the version")
+            .to_owned();
+        let mut parts = version.trim().split('.').map(|n| n.parse().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
+    /// One section of the server's `INFO`.
+    pub async fn info(&self, section: &str) -> String {
         let client = self.client().await;
         let info: String = client
             .custom(
                 CustomCommand::new_static("INFO", None, false),
-                vec!["server"],
+                vec![section],
             )
             .await
             .unwrap();
         let _ = client.quit().await;
-        let version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .expect("INFO server names the version");
-        let mut parts = version.trim().split('.').map(|n| n.parse().unwrap_or(0));
-        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+        info
     }
 
     /// A plain client connected to this server, to look at or change keys behind the engine's back.
@@ -367,16 +375,9 @@ impl Nodes {
                 calls.push(0);
                 continue;
             }
-            let client = server.client().await;
-            let stats: String = client
-                .custom(
-                    CustomCommand::new_static("INFO", None, false),
-                    vec!["commandstats"],
-                )
+            let count = server
+                .info("commandstats")
                 .await
-                .unwrap();
-            let _ = client.quit().await;
-            let count = stats
                 .lines()
                 .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
                 .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap());
