@@ -22,6 +22,9 @@
 //! # let _ = (n, r); Ok(()) }
 //! ```
 //!
+//! A node is a Redis server of version 6.2 or later (standalone, behind
+//! Sentinel, or a Cluster); the tests run on 6.2, 7.0 and 8.2.
+//!
 //! Guarantees and their limits are in the README: safety rests on bounded
 //! clock drift and on nodes keeping their keys (or waiting out
 //! [`RedlockBuilder::rejoin_delay`] once they lost them); a process pause
