@@ -48,19 +48,22 @@ fi
 # raise a table, and an ACL user may use every channel unless told
 # otherwise. Neither build has TLS; 6.2 does not run the cluster tests
 # (they give each server its bus port, an option of 7.0).
+# run_on VERSION [no-cluster]
 run_on() {
-    local version=$1 skip=$2
+    local version=$1 filter="test(=tls_with_a_private_ca)" skips=(--skip tls_with_a_private_ca)
+    if [ "${2:-}" = no-cluster ]; then
+        filter="binary(cluster) | $filter"
+        skips+=(--skip cluster)
+    fi
     echo "== the engine's tests against Redis $version"
     REDIS_SERVER=$(bash scripts/redis-server.sh "$version")
     export REDIS_SERVER
     "$REDIS_SERVER" --version
     if cargo nextest --version >/dev/null 2>&1; then
-        cargo nextest run --workspace --profile ci -E "package(redlock) & kind(test) & not ($skip)"
+        cargo nextest run --workspace --profile ci -E "package(redlock) & kind(test) & not ($filter)"
     else
-        local skips=(--skip tls_with_a_private_ca)
-        [[ $skip == *"binary(cluster)"* ]] && skips+=(--skip cluster)
         cargo test -p redlock --tests -- "${skips[@]}"
     fi
 }
-run_on 6.2 "binary(cluster) | test(=tls_with_a_private_ca)"
-run_on 8.2 "test(=tls_with_a_private_ca)"
+run_on 6.2 no-cluster
+run_on 8.2

@@ -33,10 +33,8 @@
 //! anything is parsed or defined. Server instructions per acquire + release
 //! of one resource (`scripts/script-cost.sh`, redis-server under
 //! callgrind): 61k fenced, 55k without fencing (36k when its acquire is
-//! the plain `SET`; 39k fenced, were its acquire `SET … NX GET` and an
-//! `INCR` behind it, not taken: fred spends on the client what the server
-//! saves, 16k instructions more in a pipeline, 31k as two commands, and
-//! the bench showed no gain), 48k fenced in batches of 32, 71k fenced behind the
+//! the plain `SET`; 39k fenced as plain commands, not taken, see the
+//! README's Performance section), 48k fenced in batches of 32, 71k fenced behind the
 //! rejoin gate (below); the floor (`SET NX PX`, then a one-line
 //! compare-and-delete script) takes 30k, and 48k when it acquires with a
 //! one-line script too. The floor has no counter and no release
