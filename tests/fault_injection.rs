@@ -346,6 +346,61 @@ async fn a_subscriber_connection_dead_without_closing_is_replaced() {
     waiter.await.unwrap().unwrap().release().await.unwrap();
 }
 
+/// A busy engine's callers go on handing the lock to one another when the
+/// node's release messages stop. Every 100 ms, the release that ends a
+/// streak of such handoffs goes to other engines' waiters first, and to
+/// this engine's once the messages report it; with none coming, it is
+/// handed on after a bound. Before, every caller here (retry delay 60 s,
+/// as for callers that count on messages) waited out its timer after the
+/// first streak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_engines_handoffs_go_on_when_its_nodes_messages_stop() {
+    let nodes = Nodes::start(1);
+    let proxy = Proxy::start(nodes.servers[0].port()).await;
+    let busy = Redlock::builder()
+        .app("t")
+        .nodes([proxy.url()])
+        // The dead subscriber is found out only after this.
+        .connect_timeout(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    // The command connection first, then the subscriber's, which dies
+    // silently: no message reaches the engine.
+    assert_eq!(proxy.accepted(), 2);
+    proxy.kill_silently(1);
+
+    let holds = Arc::new(tokio::sync::Semaphore::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..3)
+        .map(|_| {
+            let (busy, holds, stop) = (busy.clone(), holds.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let options = support::woken_by_messages_only(Duration::from_secs(60));
+                    busy.lock_with("hot", options, |_| async {
+                        holds.add_permits(1);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    })
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    // Several streaks' worth (one is 20 to 50 holds of about 2 ms).
+    let enough = tokio::time::timeout(Duration::from_secs(30), holds.acquire_many(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    assert!(
+        enough.is_ok(),
+        "the callers stopped handing the lock on after {} holds",
+        holds.available_permits()
+    );
+    for caller in callers {
+        caller.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validity_is_measured_on_the_client_from_the_attempt_start() {
     let cluster = Cluster::start().await;
