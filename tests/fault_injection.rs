@@ -292,23 +292,33 @@ async fn a_node_whose_connection_goes_silent_counts_as_down_until_it_answers() {
     cluster.nodes.values_when(&key, gone).await;
 }
 
+/// An engine on one node behind a proxy, with `connect_timeout` (also how
+/// long a subscriber's ping may go unanswered).
+async fn one_node_behind_a_proxy(connect_timeout: Duration) -> (Nodes, Proxy, Redlock) {
+    let nodes = Nodes::start(1);
+    let proxy = Proxy::start(nodes.servers[0].port()).await;
+    let engine = Redlock::builder()
+        .app("t")
+        .nodes([proxy.url()])
+        .connect_timeout(connect_timeout)
+        .build()
+        .await
+        .unwrap();
+    // The command connection first, then the subscriber's.
+    assert_eq!(proxy.accepted(), 2);
+    (nodes, proxy, engine)
+}
+
+/// The proxy's number for the engine's subscriber connection.
+const SUBSCRIBER: usize = 1;
+
 /// The subscriber connection only listens: dead without closing (its
 /// node's host gone, a NAT that forgot it), it would never say so, and the
 /// node's release messages would be lost for good. The engine pings it,
 /// finds it dead, and subscribes a new connection to what is watched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_connection_dead_without_closing_is_replaced() {
-    let nodes = Nodes::start(1);
-    let proxy = Proxy::start(nodes.servers[0].port()).await;
-    let waiting = Redlock::builder()
-        .app("t")
-        .nodes([proxy.url()])
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .await
-        .unwrap();
-    // The command connection first, then the subscriber's.
-    assert_eq!(proxy.accepted(), 2);
+    let (nodes, proxy, waiting) = one_node_behind_a_proxy(Duration::from_secs(1)).await;
     let holding = nodes.engine("t", quick()).await;
     let lock = holding
         .acquire(&["k"], LockOptions::default())
@@ -331,7 +341,7 @@ async fn a_subscriber_connection_dead_without_closing_is_replaced() {
     })
     .await;
 
-    proxy.kill_silently(1);
+    proxy.kill_silently(SUBSCRIBER);
     // The server still counts the dead connection; the new one makes two.
     support::eventually(Duration::from_secs(20), || async {
         match subscribers().await {
@@ -355,20 +365,10 @@ async fn a_subscriber_connection_dead_without_closing_is_replaced() {
 /// first streak.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_engines_handoffs_go_on_when_its_nodes_messages_stop() {
-    let nodes = Nodes::start(1);
-    let proxy = Proxy::start(nodes.servers[0].port()).await;
-    let busy = Redlock::builder()
-        .app("t")
-        .nodes([proxy.url()])
-        // The dead subscriber is found out only after this.
-        .connect_timeout(Duration::from_secs(60))
-        .build()
-        .await
-        .unwrap();
-    // The command connection first, then the subscriber's, which dies
-    // silently: no message reaches the engine.
-    assert_eq!(proxy.accepted(), 2);
-    proxy.kill_silently(1);
+    // The dead subscriber is found out only after the connect timeout.
+    let (_nodes, proxy, busy) = one_node_behind_a_proxy(Duration::from_secs(60)).await;
+    // No message reaches the engine.
+    proxy.kill_silently(SUBSCRIBER);
 
     let holds = Arc::new(tokio::sync::Semaphore::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
