@@ -110,6 +110,14 @@ impl Reported {
             self.yielded = None;
         }
     }
+
+    /// The release goes to the waiters, and the streak is over; when this
+    /// engine sent it, if it went to the others first.
+    fn hand_on(&mut self) -> Option<Instant> {
+        self.handed_on = true;
+        self.streak = None;
+        self.yielded.take()
+    }
 }
 
 impl Waiting {
@@ -125,10 +133,8 @@ impl Waiting {
             if reported.handed_on || reported.nodes < quorum {
                 return;
             }
-            reported.handed_on = true;
             // Every engine's waiters hear of it now: the streak is over.
-            reported.streak = None;
-            if let Some(sent) = reported.yielded.take() {
+            if let Some(sent) = reported.hand_on() {
                 let head_start = sent.elapsed() * 2;
                 let waiting = self.clone();
                 tokio::spawn(async move {
@@ -153,15 +159,13 @@ impl Waiting {
             reported.track(id);
             let now = Instant::now();
             if now - *reported.streak.get_or_insert(now) >= LOCAL_STREAK {
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    reported.yielded = Some(now);
-                    let waiting = self.clone();
-                    runtime.spawn(async move {
-                        tokio::time::sleep(UNREPORTED).await;
-                        waiting.unreported(id);
-                    });
-                    return;
-                }
+                reported.yielded = Some(now);
+                let waiting = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(UNREPORTED).await;
+                    waiting.unreported(id);
+                });
+                return;
             }
             reported.handed_on = true;
         }
@@ -176,9 +180,7 @@ impl Waiting {
         if reported.id != id || reported.handed_on {
             return;
         }
-        reported.handed_on = true;
-        reported.streak = None;
-        reported.yielded = None;
+        reported.hand_on();
         drop(reported);
         self.hand_on();
     }
