@@ -1,6 +1,6 @@
 //! A TCP proxy in front of a node, to slow, silence or cut its traffic.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,11 +34,17 @@ struct State {
     accepted: AtomicUsize,
     /// The connections gone dead (see [`Proxy::kill_silently`]).
     dead: Mutex<HashSet<usize>>,
+    /// The connections slowed, and by how much (see [`Proxy::slow`]).
+    slowed: Mutex<HashMap<usize, Duration>>,
 }
 
 impl State {
     fn is_dead(&self, connection: usize) -> bool {
         self.dead.lock().unwrap().contains(&connection)
+    }
+
+    fn slowed_by(&self, connection: usize) -> Option<Duration> {
+        self.slowed.lock().unwrap().get(&connection).copied()
     }
 }
 
@@ -62,6 +68,7 @@ impl Proxy {
             pumps: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
             dead: Mutex::new(HashSet::new()),
+            slowed: Mutex::new(HashMap::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, target, state.clone()));
         Proxy {
@@ -92,6 +99,12 @@ impl Proxy {
     /// way, and the proxy never closes it. Other connections go on.
     pub fn kill_silently(&self, connection: usize) {
         self.state.dead.lock().unwrap().insert(connection);
+    }
+
+    /// Connection number `connection` forwards each chunk after `delay`
+    /// from now on, both ways, on top of the mode. Other connections go on.
+    pub fn slow(&self, connection: usize, delay: Duration) {
+        self.state.slowed.lock().unwrap().insert(connection, delay);
     }
 
     /// Closes every open connection, and refuses new ones until [`heal`](Proxy::heal).
@@ -169,6 +182,9 @@ async fn pump(
             Mode::Pass | Mode::Hold => {}
             Mode::Delay(delay) => tokio::time::sleep(delay).await,
             Mode::Blackhole => continue,
+        }
+        if let Some(delay) = state.slowed_by(connection) {
+            tokio::time::sleep(delay).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
