@@ -356,6 +356,54 @@ async fn a_subscriber_connection_dead_without_closing_is_replaced() {
     waiter.await.unwrap().unwrap().release().await.unwrap();
 }
 
+/// A waiter subscribes to a lock's messages only once the nodes refused
+/// it, and a release between the refusal and the subscription's arrival
+/// at a node sends its message to nobody: the waiter tries again once the
+/// subscription is in place, rather than at its retry timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_before_the_waiters_subscription_arrives_is_not_missed() {
+    let (nodes, proxy, waiting) = one_node_behind_a_proxy(Duration::from_secs(60)).await;
+    // The waiter's subscription reaches the node a second after it is sent.
+    proxy.slow(SUBSCRIBER, Duration::from_secs(1));
+    let holding = nodes.engine("t", quick()).await;
+    let lock = holding
+        .acquire(&["k"], LockOptions::default())
+        .await
+        .unwrap();
+    let calls = nodes.script_calls().await[0];
+    let waiter = support::spawn_acquire(
+        &waiting,
+        "k",
+        support::woken_by_messages_only(Duration::from_secs(30)),
+    );
+    // The waiter's attempt was refused...
+    support::eventually(Duration::from_secs(10), || async {
+        match nodes.script_calls().await[0] {
+            now if now > calls => Ok(()),
+            _ => Err("the waiter has not tried yet".to_owned()),
+        }
+    })
+    .await;
+    // ...and its subscription is on the way: the release's message goes
+    // to nobody.
+    lock.release().await.unwrap();
+    assert_eq!(
+        support::subscribers(
+            &nodes.servers[0].client().await,
+            &holding.key("k", None).unwrap()
+        )
+        .await,
+        0,
+        "the subscription arrived before the release: the test is moot"
+    );
+    let waited = tokio::time::timeout(Duration::from_secs(15), waiter).await;
+    assert!(
+        waited.is_ok(),
+        "the waiter missed the release, and waits out its retry timer (60 s)"
+    );
+    waited.unwrap().unwrap().unwrap().release().await.unwrap();
+}
+
 /// A busy engine's callers go on handing the lock to one another when the
 /// node's release messages stop. Every 100 ms, the release that ends a
 /// streak of such handoffs goes to other engines' waiters first, and to

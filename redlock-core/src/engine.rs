@@ -286,7 +286,7 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
     }
     loop {
         attempts += 1;
-        let releases_before = watch.as_ref().map(Watch::releases);
+        let seen = engine.wakeup.seen(watch.as_ref(), keys.locks());
         let attempt_start = Instant::now();
         let value = value::fresh();
         let ttl_ms = settings.lease.ttl_ms;
@@ -372,9 +372,8 @@ async fn acquire(engine: &Arc<Inner>, keys: LockKeys, settings: Settings) -> Res
             // retry when it is released, or at the jittered timer if that
             // news is lost (or the lock expires).
             let watch = watch.get_or_insert_with(|| engine.wakeup.watch(keys.locks()));
-            let seen = releases_before.unwrap_or_else(|| watch.releases());
             let at = cap(now + retry_pause(&settings));
-            pause(engine, at, watch.released_since(seen)).await?;
+            pause(engine, at, watch.released_since(watch.count_from(seen))).await?;
         } else if reachable {
             // A split vote: contenders took a share each. Back off for a
             // random few round trips, so the next race has a winner.

@@ -43,7 +43,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::{Key, Value};
+use fred::types::{Key, MultipleStrings, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -62,9 +62,17 @@ const LOCAL_STREAK: Duration = Duration::from_millis(100);
 /// trip), so that it rarely cuts the others' head start short.
 const UNREPORTED: Duration = Duration::from_millis(20);
 
+/// How many counters [`Wakeup::own_releases`] spreads keys over: enough
+/// that a busy engine's other locks rarely share one with a waiter's.
+const RELEASE_COUNTERS: usize = 64;
+
 /// The waiters of one engine.
 pub(crate) struct Wakeup {
     watched: Mutex<HashMap<String, Entry>>,
+    /// This engine's releases, counted by key hash, watched or not: a
+    /// caller refused by the nodes watches the keys only then, and one of
+    /// our releases in between went to nobody (see [`Watch::count_from`]).
+    own_releases: [AtomicU64; RELEASE_COUNTERS],
     subscribers: Vec<SubscriberClient>,
     /// How many nodes' messages make a release one a waiter can win.
     quorum: usize,
@@ -202,16 +210,30 @@ impl Waiting {
 /// Tells one release from another: a hash of the released value. `None`
 /// for a message without one (not from this version's script).
 fn release_id(value: &Value) -> Option<u64> {
-    let bytes = value.as_bytes().filter(|b| !b.is_empty())?;
+    value.as_bytes().filter(|b| !b.is_empty()).map(hash)
+}
+
+fn hash(bytes: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
-    Some(hasher.finish())
+    hasher.finish()
+}
+
+/// What a caller saw of a lock's releases before an attempt, for the count
+/// its wait starts from (see [`Watch::count_from`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Seen {
+    /// Its watch's count of releases.
+    Watched(u64),
+    /// Not watching yet: this engine's own releases of the keys.
+    Unwatched(u64),
 }
 
 impl Wakeup {
     pub fn new(subscribers: Vec<SubscriberClient>) -> Arc<Wakeup> {
         Arc::new(Wakeup {
             watched: Mutex::new(HashMap::new()),
+            own_releases: std::array::from_fn(|_| AtomicU64::new(0)),
             quorum: crate::quorum::majority(subscribers.len()),
             subscribers,
         })
@@ -273,6 +295,12 @@ impl Wakeup {
     /// (on every release from this engine: one lock, and nothing more when
     /// nobody waits).
     pub fn wake_keys(&self, keys: &[Key], value: &Value) {
+        // Counted before the waiters are looked up: a watch set up after
+        // that sees the count changed (see `Watch::count_from`).
+        for key in keys {
+            self.own_release_counter(key.as_bytes())
+                .fetch_add(1, Ordering::SeqCst);
+        }
         let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         if watched.is_empty() {
             return;
@@ -283,6 +311,26 @@ impl Wakeup {
                 entry.waiting.released(id);
             }
         }
+    }
+
+    /// What a caller with `watch` has seen of the releases of `keys`, before
+    /// an attempt at them.
+    pub fn seen(&self, watch: Option<&Watch>, keys: &[Key]) -> Seen {
+        match watch {
+            Some(watch) => Seen::Watched(watch.releases()),
+            None => Seen::Unwatched(self.own_releases_of(keys.iter().map(Key::as_bytes))),
+        }
+    }
+
+    fn own_releases_of<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> u64 {
+        keys.fold(0, |sum, key| {
+            sum.wrapping_add(self.own_release_counter(key).load(Ordering::SeqCst))
+        })
+    }
+
+    fn own_release_counter(&self, key: &[u8]) -> &AtomicU64 {
+        // The modulo is below RELEASE_COUNTERS, so it fits any usize.
+        &self.own_releases[(hash(key) % RELEASE_COUNTERS as u64) as usize]
     }
 
     fn wake_all(&self) {
@@ -308,9 +356,10 @@ impl Wakeup {
         for key in keys {
             let key = key.as_str().unwrap_or_default().to_owned();
             let entry = watched.entry(key.clone()).or_insert_with(|| {
-                self.subscribe(&key);
+                let waiting = Arc::<Waiting>::default();
+                self.subscribe(&key, &waiting);
                 Entry {
-                    waiting: Arc::default(),
+                    waiting,
                     watchers: 0,
                 }
             });
@@ -335,10 +384,19 @@ impl Wakeup {
     }
 
     /// Called under the `watched` lock (see [`send_now`]).
-    fn subscribe(&self, key: &str) {
+    fn subscribe(&self, key: &str, waiting: &Arc<Waiting>) {
+        // Nothing in place to hand a release on for.
+        if self.connected().next().is_none() {
+            return;
+        }
+        let subscribing = Arc::new(Subscribing::new(waiting));
         for subscriber in self.connected() {
             let (subscriber, key) = (subscriber.clone(), key.to_owned());
-            send_now(async move { subscriber.subscribe(key).await });
+            let subscribing = subscribing.clone();
+            send_now(async move {
+                let _subscribing = subscribing;
+                subscribed(&subscriber, key).await
+            });
         }
     }
 
@@ -370,9 +428,60 @@ impl Wakeup {
             let watched = wakeup.watched.lock().unwrap_or_else(|e| e.into_inner());
             if !watched.is_empty() {
                 let keys: Vec<String> = watched.keys().cloned().collect();
-                send_now(async move { subscriber.subscribe(keys).await });
+                // The messages sent while the connection was down are lost.
+                let subscribing: Vec<_> = watched
+                    .values()
+                    .map(|entry| Subscribing::new(&entry.waiting))
+                    .collect();
+                send_now(async move {
+                    let _subscribing = subscribing;
+                    subscribed(&subscriber, keys).await
+                });
             }
         });
+    }
+}
+
+/// Subscribes `subscriber` to `channels`; completes once the node ran it.
+/// The client completes a subscription as soon as it is sent, and the node
+/// runs a connection's commands in order: its answer to a ping sent next
+/// says that the subscription is in place.
+async fn subscribed(
+    subscriber: &SubscriberClient,
+    channels: impl Into<MultipleStrings> + Send,
+) -> Result<(), fred::error::Error> {
+    subscriber.subscribe(channels).await?;
+    subscriber.ping::<Value>(None).await.map(drop)
+}
+
+/// A key's subscription on its way to the nodes. A release a node runs
+/// before the subscription arrives sends its message to nobody, and the
+/// key's waiters, refused while it was held, would wait out their retry
+/// timers. So once every node answered (or its change gave up, see
+/// [`bounded`]) and the subscription dropped, one waiter is handed a
+/// release, unless one was handed on meanwhile: it tries again, and wins
+/// or now hears of the next release. One attempt per new subscription,
+/// not per waiter.
+struct Subscribing {
+    waiting: Arc<Waiting>,
+    /// The key's releases handed on when the subscription was sent.
+    releases: u64,
+}
+
+impl Subscribing {
+    fn new(waiting: &Arc<Waiting>) -> Subscribing {
+        Subscribing {
+            waiting: waiting.clone(),
+            releases: waiting.releases.load(Ordering::Acquire),
+        }
+    }
+}
+
+impl Drop for Subscribing {
+    fn drop(&mut self) {
+        if self.waiting.releases.load(Ordering::Acquire) == self.releases {
+            self.waiting.hand_on();
+        }
     }
 }
 
@@ -428,6 +537,32 @@ impl Watch {
             .iter()
             .map(|(_, w)| w.releases.load(Ordering::Acquire))
             .fold(0, u64::wrapping_add)
+    }
+
+    /// The count of releases a wait after an attempt the nodes refused
+    /// starts from, given what the caller had `seen` before it. For a watch
+    /// set up after the attempt, one behind [`releases`](Watch::releases)
+    /// if this engine released one of the keys since, so that
+    /// [`released_since`](Watch::released_since) completes at once: that
+    /// release may have come after the refusal and before the watch, and
+    /// gone to nobody. The caller waited out its retry timer, and every
+    /// caller of this engine queued behind it (a test's three callers
+    /// stopped for 30 s after one hold).
+    pub fn count_from(&self, seen: Seen) -> u64 {
+        match seen {
+            Seen::Watched(count) => count,
+            Seen::Unwatched(own_releases) => {
+                // Read before the own releases: one counted after this is
+                // handed on to the watch, and changes its count.
+                let count = self.releases();
+                let keys = self.waiting.iter().map(|(key, _)| key.as_bytes());
+                if self.wakeup.own_releases_of(keys) == own_releases {
+                    count
+                } else {
+                    count.wrapping_sub(1)
+                }
+            }
+        }
     }
 
     /// Completes once a key was released after [`releases`](Watch::releases) returned `seen`.
@@ -556,6 +691,45 @@ mod tests {
         assert_eq!(handed_on(&waiting), 3, "a new streak: handed on at once");
         tokio::time::sleep(UNREPORTED * 2).await;
         assert_eq!(handed_on(&waiting), 3, "and only once");
+    }
+
+    /// Whether a wait from `count` is over at once.
+    async fn over_at_once(watch: &Watch, count: u64) -> bool {
+        tokio::time::timeout(Duration::ZERO, watch.released_since(count))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn an_own_release_between_a_refusal_and_the_watch_ends_the_wait_at_once() {
+        let wakeup = Wakeup::new(Vec::new());
+        let keys = [Key::from("k")];
+        let value = Value::from("0123456789abcdef");
+
+        // Refused, and watching before any release: the wait goes on.
+        let seen = wakeup.seen(None, &keys);
+        let watch = wakeup.watch(&keys);
+        let count = watch.count_from(seen);
+        assert!(!over_at_once(&watch, count).await);
+        drop(watch);
+
+        // The holder, of this engine, released as the caller was refused:
+        // nobody watched, so nobody was handed the release.
+        let seen = wakeup.seen(None, &keys);
+        wakeup.wake_keys(&keys, &value);
+        let watch = wakeup.watch(&keys);
+        let count = watch.count_from(seen);
+        assert!(
+            over_at_once(&watch, count).await,
+            "the release was missed: the caller waits out its retry timer"
+        );
+
+        // Once watching, the watch's own count is what was seen.
+        let seen = wakeup.seen(Some(&watch), &keys);
+        let count = watch.count_from(seen);
+        assert!(!over_at_once(&watch, count).await);
+        wakeup.wake_keys(&keys, &Value::from("fedcba9876543210"));
+        assert!(over_at_once(&watch, count).await);
     }
 
     #[tokio::test]
