@@ -181,12 +181,12 @@ impl Held {
         ));
         // The round's first poll hands each node its release, and a node runs
         // its calls in the order they were handed to it: a waiter of this
-        // engine can go now, a round trip sooner, and finds the keys gone.
-        let mut handed_on = false;
+        // engine can go then, a round trip sooner, and finds the keys gone.
+        let mut handoff = Some(self.engine.wakeup.releasing(self.keys.locks(), &self.value));
         let votes = std::future::poll_fn(|cx| {
             let votes = round.as_mut().poll(cx);
-            if !std::mem::replace(&mut handed_on, true) {
-                self.engine.wakeup.wake_keys(self.keys.locks(), &self.value);
+            if let Some(handoff) = handoff.take() {
+                handoff.sent();
             }
             votes
         })

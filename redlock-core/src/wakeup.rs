@@ -12,8 +12,17 @@
 //! is handed to the nodes (a node runs one connection's calls in order, so
 //! the attempt follows the release on every node), whichever comes first.
 //! So a handoff costs one attempt, not one per waiter with all but one lost,
-//! and the attempt does not race the release on the slower nodes. The jittered retry timer stays as the
-//! fallback for missed messages and expired locks.
+//! and the attempt does not race the release on the slower nodes.
+//!
+//! A caller watches the keys only once the nodes refused it, and nothing
+//! released before the watch is in place may be missed: one of this
+//! engine's releases in between is seen in a count of its releases by key
+//! (see [`Watch::count_from`]), and once the subscription is in place on
+//! the nodes (a ping answered after it), one waiter tries again, unless a
+//! release was handed on meanwhile: a release a node ran before the
+//! subscription sent its message to nobody. The same after a subscriber
+//! reconnects. The jittered retry timer stays as the fallback for lost
+//! messages and expired locks.
 //!
 //! Handing its own releases to its own waiters favours this engine: its
 //! waiter's attempt reaches the nodes a round trip before another
@@ -155,29 +164,34 @@ impl Waiting {
         self.hand_on();
     }
 
-    /// This engine's release `id` was handed to the nodes: handed on now,
-    /// unless the nodes' messages were first or the streak of such
-    /// handoffs is over (then it goes to the others first).
-    fn released(self: &Arc<Self>, id: Option<u64>) {
-        if let Some(id) = id {
-            let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
-            if reported.id == id && reported.handed_on {
-                return;
-            }
-            reported.track(id);
-            let now = Instant::now();
-            if now - *reported.streak.get_or_insert(now) >= LOCAL_STREAK {
-                reported.yielded = Some(now);
-                let waiting = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(UNREPORTED).await;
-                    waiting.unreported(id);
-                });
-                return;
-            }
-            reported.handed_on = true;
+    /// This engine's release `id` is about to be handed to the nodes: true
+    /// if it goes to this engine's waiter as soon as it is, false if the
+    /// streak of such handoffs is over and it goes to the others first.
+    /// Decided before the release is sent, so that the nodes' messages find
+    /// it decided even when they come before the sender runs again (the
+    /// nodes' work can preempt it on a loaded machine): taken for another
+    /// engine's release, they ended the streak, a release in three on a
+    /// 2-core machine running the nodes, and another engine's waiter
+    /// waited out hundreds of holds.
+    fn releasing(self: &Arc<Self>, id: Option<u64>) -> bool {
+        let Some(id) = id else {
+            return true;
+        };
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        reported.track(id);
+        let now = Instant::now();
+        if now - *reported.streak.get_or_insert(now) >= LOCAL_STREAK {
+            reported.yielded = Some(now);
+            let waiting = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(UNREPORTED).await;
+                waiting.unreported(id);
+            });
+            return false;
         }
-        self.hand_on();
+        // Not news to the messages.
+        reported.handed_on = true;
+        true
     }
 
     /// The release `id`, gone to the others first, was sent [`UNREPORTED`]
@@ -217,6 +231,20 @@ fn hash(bytes: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The waiters this engine's release goes to as soon as it is sent, from
+/// [`Wakeup::releasing`].
+pub(crate) struct Handoff(Vec<Arc<Waiting>>);
+
+impl Handoff {
+    /// The release was handed to the nodes (a node runs one connection's
+    /// calls in order, so a woken waiter's attempt follows it everywhere).
+    pub fn sent(self) {
+        for waiting in self.0 {
+            waiting.hand_on();
+        }
+    }
 }
 
 /// What a caller saw of a lock's releases before an attempt, for the count
@@ -291,10 +319,11 @@ impl Wakeup {
         }
     }
 
-    /// Hands the release of each of `keys`, which held `value`, to a waiter
-    /// (on every release from this engine: one lock, and nothing more when
-    /// nobody waits).
-    pub fn wake_keys(&self, keys: &[Key], value: &Value) {
+    /// This engine is about to release `keys`, which held `value`: what it
+    /// hands on once the release is sent (on every release from this
+    /// engine: one lock, and nothing more when nobody waits). Called before
+    /// the release is sent (see [`Waiting::releasing`]).
+    pub fn releasing(&self, keys: &[Key], value: &Value) -> Handoff {
         // Counted before the waiters are looked up: a watch set up after
         // that sees the count changed (see `Watch::count_from`).
         for key in keys {
@@ -303,14 +332,16 @@ impl Wakeup {
         }
         let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         if watched.is_empty() {
-            return;
+            return Handoff(Vec::new());
         }
         let id = release_id(value);
-        for key in keys.iter().filter_map(Key::as_str) {
-            if let Some(entry) = watched.get(key) {
-                entry.waiting.released(id);
-            }
-        }
+        Handoff(
+            keys.iter()
+                .filter_map(|key| watched.get(key.as_str()?))
+                .filter(|entry| entry.waiting.releasing(id))
+                .map(|entry| entry.waiting.clone())
+                .collect(),
+        )
     }
 
     /// What a caller with `watch` has seen of the releases of `keys`, before
@@ -605,6 +636,13 @@ mod tests {
         waiting.releases.load(Ordering::Acquire)
     }
 
+    /// This engine releases `id`, and sends the release.
+    fn release(waiting: &Arc<Waiting>, id: Option<u64>) {
+        if waiting.releasing(id) {
+            waiting.hand_on();
+        }
+    }
+
     #[test]
     fn a_release_is_handed_on_once_when_a_quorum_reported_it() {
         let waiting = Arc::new(Waiting::default());
@@ -614,18 +652,9 @@ mod tests {
         waiting.reported(x, 2);
         assert_eq!(handed_on(&waiting), 1);
         waiting.reported(x, 2);
-        waiting.released(x);
-        assert_eq!(
-            handed_on(&waiting),
-            1,
-            "the third node and our own return are news to nobody"
-        );
-        waiting.released(y);
-        assert_eq!(
-            handed_on(&waiting),
-            2,
-            "our own release returned before any message"
-        );
+        assert_eq!(handed_on(&waiting), 1, "the third node is news to nobody");
+        release(&waiting, y);
+        assert_eq!(handed_on(&waiting), 2, "our own release, once sent");
         waiting.reported(y, 2);
         waiting.reported(y, 2);
         assert_eq!(handed_on(&waiting), 2);
@@ -640,10 +669,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_streak_of_own_handoffs_ends_with_a_release_the_others_get_first() {
         let waiting = Arc::new(Waiting::default());
-        let mut release = 0;
+        let mut last = 0;
         let mut own_release = || {
-            release += 1;
-            waiting.released(Some(release));
+            last += 1;
+            release(&waiting, Some(last));
             handed_on(&waiting)
         };
         assert_eq!(own_release(), 1, "handed on as it goes to the nodes");
@@ -655,23 +684,42 @@ mod tests {
         // The nodes' messages come a millisecond later: the others' waiters
         // try now, and this engine's 2 ms later.
         tokio::time::advance(Duration::from_millis(1)).await;
-        waiting.reported(Some(release), 2);
-        waiting.reported(Some(release), 2);
+        waiting.reported(Some(last), 2);
+        waiting.reported(Some(last), 2);
         tokio::time::sleep(Duration::from_micros(1_990)).await;
         assert_eq!(handed_on(&waiting), 2, "still the others' head start");
         tokio::time::sleep(Duration::from_micros(20)).await;
         assert_eq!(handed_on(&waiting), 3);
 
-        waiting.released(Some(release + 1));
+        release(&waiting, Some(last + 1));
         assert_eq!(handed_on(&waiting), 4, "a new streak begins");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_before_the_sender_runs_again_do_not_end_the_streak() {
+        let waiting = Arc::new(Waiting::default());
+        for id in 1..=10 {
+            assert!(waiting.releasing(Some(id)), "release {id} is the streak's");
+            // The nodes ran the release and their messages came in before
+            // the sender handed it on.
+            waiting.reported(Some(id), 2);
+            waiting.reported(Some(id), 2);
+            assert_eq!(handed_on(&waiting), id - 1, "the messages are not news");
+            waiting.hand_on();
+            tokio::time::advance(LOCAL_STREAK / 10).await;
+        }
+        assert!(
+            !waiting.releasing(Some(11)),
+            "the streak is over, however early the messages came"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_release_gone_to_the_others_is_handed_on_without_messages_after_a_bound() {
         let waiting = Arc::new(Waiting::default());
-        waiting.released(Some(1));
+        release(&waiting, Some(1));
         tokio::time::advance(LOCAL_STREAK).await;
-        waiting.released(Some(2));
+        release(&waiting, Some(2));
         assert_eq!(
             handed_on(&waiting),
             1,
@@ -687,7 +735,7 @@ mod tests {
         // Late messages are news to nobody; the streak began anew.
         waiting.reported(Some(2), 1);
         assert_eq!(handed_on(&waiting), 2);
-        waiting.released(Some(3));
+        release(&waiting, Some(3));
         assert_eq!(handed_on(&waiting), 3, "a new streak: handed on at once");
         tokio::time::sleep(UNREPORTED * 2).await;
         assert_eq!(handed_on(&waiting), 3, "and only once");
@@ -716,7 +764,7 @@ mod tests {
         // The holder, of this engine, released as the caller was refused:
         // nobody watched, so nobody was handed the release.
         let seen = wakeup.seen(None, &keys);
-        wakeup.wake_keys(&keys, &value);
+        wakeup.releasing(&keys, &value).sent();
         let watch = wakeup.watch(&keys);
         let count = watch.count_from(seen);
         assert!(
@@ -728,7 +776,9 @@ mod tests {
         let seen = wakeup.seen(Some(&watch), &keys);
         let count = watch.count_from(seen);
         assert!(!over_at_once(&watch, count).await);
-        wakeup.wake_keys(&keys, &Value::from("fedcba9876543210"));
+        wakeup
+            .releasing(&keys, &Value::from("fedcba9876543210"))
+            .sent();
         assert!(over_at_once(&watch, count).await);
     }
 
