@@ -141,7 +141,7 @@ impl RedlockBuilder {
     }
 
     /// How long a Redis node that lost its keys grants no lock (default
-    /// zero: off; at most [`MAX_TTL`](crate::MAX_TTL)). Set it to the
+    /// zero: off; at most [`MAX_TTL`]). Set it to the
     /// longest TTL any process gives this app's locks when the nodes run
     /// without persistence.
     ///
