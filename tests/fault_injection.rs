@@ -312,48 +312,83 @@ async fn one_node_behind_a_proxy(connect_timeout: Duration) -> (Nodes, Proxy, Re
 /// The proxy's number for the engine's subscriber connection.
 const SUBSCRIBER: usize = 1;
 
+/// A lock another engine holds, and a waiter for it whose engine reaches
+/// the node through a proxy (its subscriber pinged every second), once the
+/// waiter's subscription is in place. A release's message is what lets the
+/// waiter in within its wait.
+struct SubscribedWaiter {
+    _nodes: Nodes,
+    proxy: Proxy,
+    lock: redlock::Lock,
+    waiter: tokio::task::JoinHandle<redlock::Result<redlock::Lock>>,
+    inspector: fred::clients::Client,
+    key: String,
+}
+
+impl SubscribedWaiter {
+    async fn start() -> SubscribedWaiter {
+        let (nodes, proxy, waiting) = one_node_behind_a_proxy(Duration::from_secs(1)).await;
+        let holding = nodes.engine("t", quick()).await;
+        let lock = holding
+            .acquire(&["k"], LockOptions::default())
+            .await
+            .unwrap();
+        let waiter = support::spawn_acquire(
+            &waiting,
+            "k",
+            support::woken_by_messages_only(Duration::from_secs(30)),
+        );
+        let subscribed = SubscribedWaiter {
+            key: holding.key("k", None).unwrap(),
+            inspector: nodes.servers[0].client().await,
+            _nodes: nodes,
+            proxy,
+            lock,
+            waiter,
+        };
+        subscribed
+            .until_subscribers(1, "not the waiter's one")
+            .await;
+        subscribed
+    }
+
+    /// Waits until the node counts `n` subscribers of the key.
+    async fn until_subscribers(&self, n: i64, otherwise: &str) {
+        support::eventually(Duration::from_secs(20), || async {
+            match support::subscribers(&self.inspector, &self.key).await {
+                now if now == n => Ok(()),
+                now => Err(format!("{now} subscribers: {otherwise}")),
+            }
+        })
+        .await;
+    }
+}
+
 /// The subscriber connection only listens: dead without closing (its
 /// node's host gone, a NAT that forgot it), it would never say so, and the
 /// node's release messages would be lost for good. The engine pings it,
 /// finds it dead, and subscribes a new connection to what is watched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_connection_dead_without_closing_is_replaced() {
-    let (nodes, proxy, waiting) = one_node_behind_a_proxy(Duration::from_secs(1)).await;
-    let holding = nodes.engine("t", quick()).await;
-    let lock = holding
-        .acquire(&["k"], LockOptions::default())
-        .await
-        .unwrap();
-    let key = holding.key("k", None).unwrap();
-    let inspector = nodes.servers[0].client().await;
-    let subscribers = || support::subscribers(&inspector, &key);
-    // A release's message is what lets it in within its wait.
-    let waiter = support::spawn_acquire(
-        &waiting,
-        "k",
-        support::woken_by_messages_only(Duration::from_secs(30)),
-    );
-    support::eventually(Duration::from_secs(10), || async {
-        match subscribers().await {
-            1 => Ok(()),
-            n => Err(format!("{n} subscribers, not the waiter's one")),
-        }
-    })
-    .await;
-
-    proxy.kill_silently(SUBSCRIBER);
+    let subscribed = SubscribedWaiter::start().await;
+    subscribed.proxy.kill_silently(SUBSCRIBER);
     // The server still counts the dead connection; the new one makes two.
-    support::eventually(Duration::from_secs(20), || async {
-        match subscribers().await {
-            2 => Ok(()),
-            n => Err(format!(
-                "{n} subscribers: the dead connection was never replaced"
-            )),
-        }
-    })
-    .await;
+    subscribed
+        .until_subscribers(2, "the dead connection was never replaced")
+        .await;
+    subscribed.lock.release().await.unwrap();
+    let lock = subscribed.waiter.await.unwrap().unwrap();
     lock.release().await.unwrap();
-    waiter.await.unwrap().unwrap().release().await.unwrap();
+}
+
+/// A release whose message the dead connection swallowed is not lost: once
+/// the new connection is subscribed, a waiter tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_while_the_subscriber_is_dead_reaches_the_waiter_once_it_is_replaced() {
+    let subscribed = SubscribedWaiter::start().await;
+    subscribed.proxy.kill_silently(SUBSCRIBER);
+    subscribed.lock.release().await.unwrap();
+    takes_the_lock_within(subscribed.waiter, Duration::from_secs(20)).await;
 }
 
 /// A waiter subscribes to a lock's messages only once the nodes refused
@@ -396,12 +431,19 @@ async fn a_release_before_the_waiters_subscription_arrives_is_not_missed() {
         0,
         "the subscription arrived before the release: the test is moot"
     );
-    let waited = tokio::time::timeout(Duration::from_secs(15), waiter).await;
-    assert!(
-        waited.is_ok(),
-        "the waiter missed the release, and waits out its retry timer (60 s)"
-    );
-    waited.unwrap().unwrap().unwrap().release().await.unwrap();
+    takes_the_lock_within(waiter, Duration::from_secs(15)).await;
+}
+
+/// Fails unless `waiter`, woken by messages only, takes the lock `within`
+/// (far below its retry delay); then releases it.
+async fn takes_the_lock_within(
+    waiter: tokio::task::JoinHandle<redlock::Result<redlock::Lock>>,
+    within: Duration,
+) {
+    let Ok(lock) = tokio::time::timeout(within, waiter).await else {
+        panic!("the waiter missed the release, and waits out its retry timer (60 s)");
+    };
+    lock.unwrap().unwrap().release().await.unwrap();
 }
 
 /// A busy engine's callers go on handing the lock to one another when the
