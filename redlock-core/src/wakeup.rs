@@ -416,7 +416,8 @@ impl Wakeup {
 
     /// Called under the `watched` lock (see [`send_now`]).
     fn subscribe(&self, key: &str, waiting: &Arc<Waiting>) {
-        // Nothing in place to hand a release on for.
+        // No subscription goes out, so none comes into place to hand a
+        // release on for.
         if self.connected().next().is_none() {
             return;
         }
@@ -488,9 +489,9 @@ async fn subscribed(
 /// A key's subscription on its way to the nodes. A release a node runs
 /// before the subscription arrives sends its message to nobody, and the
 /// key's waiters, refused while it was held, would wait out their retry
-/// timers. So once every node answered (or its change gave up, see
-/// [`bounded`]) and the subscription dropped, one waiter is handed a
-/// release, unless one was handed on meanwhile: it tries again, and wins
+/// timers. So once every node's change is over (answered, or given up:
+/// see [`bounded`]) and the last clone of this is dropped, one waiter is
+/// handed a release, unless one was handed on meanwhile: it tries again, and wins
 /// or now hears of the next release. One attempt per new subscription,
 /// not per waiter.
 struct Subscribing {
